@@ -1,0 +1,290 @@
+"""``manage.py migrate_sql``: the emergency, CI/CD and Kubernetes Job door.
+
+Only translates argv to service calls and results to text or JSON; exit codes:
+0 success, 1 a migration failed (or ``check`` found work), 2 bad input or a
+refused run, 3 lock not acquired in time.
+"""
+
+import getpass
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from migration_console.core.formatting import STATE_MARKS, format_duration
+from migration_console.core.services.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    MigrationConsoleError,
+)
+from migration_console.core.services.runner import RunObserver, RunOptions
+from migration_console.core.services.status import target_status
+from migration_console.core.services.targets import target_get
+from migration_console.targets import DEFAULT_TARGET
+
+ACTIONS = ("run", "status", "history", "check", "plan")
+RULE = "=" * 72
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(value)
+
+
+def cli_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        import os
+
+        return f"uid:{os.getuid()}"
+
+
+class ConsoleOutput(RunObserver):
+    """Prints progress in the seed guide's look."""
+
+    def __init__(self, command: "Command"):
+        self.command = command
+
+    def migration_started(self, migration) -> None:
+        self.command.say(f"  -> Running {migration.filename} ...", ending="")
+        self.command.stdout.flush()
+
+    def migration_finished(self, step) -> None:
+        style = self.command.style
+        if step.status == "completed":
+            self.command.say(style.SUCCESS(f" OK ({format_duration(step.duration_ns)})"))
+        else:
+            self.command.say(style.ERROR(f" FAILED ({format_duration(step.duration_ns)})"))
+            for line in (step.error or "").splitlines():
+                self.command.say(style.ERROR(f"     {line}"))
+
+
+class Command(BaseCommand):
+    help = "Show, check and apply the SQL migrations of a target database."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", nargs="?", default="run", choices=ACTIONS)
+        parser.add_argument("--status", action="store_const", const="status", dest="status_flag",
+                            help="alias of the status action")
+        parser.add_argument("--database", default=DEFAULT_TARGET,
+                            help="target name (default db_main)")
+        parser.add_argument("--path", help="directory of migration files (default: the target's)")
+        parser.add_argument("--yes", "-y", "--no-input", "--noinput", action="store_true",
+                            dest="yes", help="do not ask for confirmation")
+        parser.add_argument("--no-lock", action="store_true", dest="no_lock",
+                            help="skip the advisory lock (one-instance use only)")
+        parser.add_argument("--safe", type=parse_bool, default=True, metavar="BOOL",
+                            help="--safe=false is an alias of --no-lock")
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="machine-readable output (the API's shapes)")
+        parser.add_argument("--allow-out-of-order", action="store_true")
+        parser.add_argument("--allow-drift", action="store_true")
+        parser.add_argument("--run-id", type=int, help="execute a run queued by the console (internal)")
+
+    # --- output helpers -----------------------------------------------------
+    def say(self, message: str = "", ending: str | None = None) -> None:
+        if self.verbosity > 0 and not self.as_json:
+            self.stdout.write(message, ending=ending)
+
+    def emit_json(self, data: dict) -> None:
+        self.stdout.write(json.dumps(data, indent=2, default=str))
+
+    def banner(self, target, title: str) -> None:
+        self.say(RULE)
+        self.say(self.style.MIGRATE_HEADING(f" Migration Console: {title}"))
+        self.say(f" database: {target.name} ({target.display_dsn}), schema: {target.schema}")
+        self.say(f" path:     {target.path}")
+        self.say(RULE)
+
+    def status_line(self, item) -> str:
+        mark = STATE_MARKS[item.status]
+        styled = {
+            "completed": self.style.SUCCESS,
+            "pending": self.style.WARNING,
+            "failed": self.style.ERROR,
+            "drifted": self.style.ERROR,
+            "missing": self.style.ERROR,
+            "out_of_order": self.style.WARNING,
+        }[item.status](f"[{mark:^12}]")
+        line = f" {styled} {item.version}_{item.name}"
+        if item.applied_at:
+            line += (
+                f"  {item.applied_at:%Y-%m-%d %H:%M:%S}  "
+                f"{format_duration(item.duration_ns)}  {item.applied_by}"
+            )
+        if item.status == "drifted":
+            line += f"\n{'':16}recorded {item.checksum[:12]}, file now {item.file_checksum[:12]}"
+        if item.error:
+            line += f"\n{'':16}{item.error.splitlines()[0]}"
+        return line
+
+    # --- entry ----------------------------------------------------------------
+    def handle(self, *args, **options):
+        self.verbosity = options["verbosity"]
+        self.as_json = options["as_json"]
+        action = options["status_flag"] or options["action"]
+        try:
+            target = target_get(options["database"], path=options["path"])
+            return getattr(self, f"handle_{action}")(target, options)
+        except MigrationConsoleError as exc:
+            if self.as_json:
+                self.emit_json(exc.as_dict())
+            raise CommandError(exc.message, returncode=exc.exit_code) from None
+
+    def handle_status(self, target, options):
+        status = target_status(target)
+        if self.as_json:
+            self.emit_json(status.as_dict())
+            return
+        self.banner(target, "status")
+        for item in status.items:
+            self.say(self.status_line(item))
+        counts = status.counts()
+        self.say(RULE)
+        self.say(" " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+                 if status.items else " no migration files")
+        if status.lock_holder:
+            self.say(f" locked by {status.lock_holder.describe()}")
+
+    def handle_history(self, target, options):
+        status = target_status(target, with_lock_holder=False)
+        applied = sorted(
+            (i for i in status.items if i.row is not None),
+            key=lambda i: i.applied_at, reverse=True,
+        )
+        if self.as_json:
+            self.emit_json({"total": len(applied), "migrations": [i.as_dict() for i in applied]})
+            return
+        self.banner(target, "history")
+        for item in applied:
+            self.say(
+                f" {item.applied_at:%Y-%m-%d %H:%M:%S}  {item.version}_{item.name:<40} "
+                f"{format_duration(item.duration_ns):>9}  {item.applied_by:<16} {item.row.status}"
+            )
+        self.say(RULE)
+        self.say(f" {len(applied)} recorded")
+
+    def handle_check(self, target, options):
+        status = target_status(target, with_lock_holder=False)
+        problems = [i for i in status.items if i.status != "completed"]
+        if self.as_json:
+            self.emit_json({"database": target.name, "ok": not problems,
+                            "counts": status.counts(),
+                            "problems": [i.as_dict() for i in problems]})
+        else:
+            for item in problems:
+                self.say(self.status_line(item))
+            self.say(f"{target.name}: " + ("up to date" if not problems else
+                     f"{len(problems)} migration(s) need attention"))
+        if problems:
+            raise CommandError(f"{target.name} is not up to date", returncode=EXIT_FAILED)
+
+    def handle_plan(self, target, options):
+        status = target_status(target, with_lock_holder=False)
+        pending = status.pending
+        if self.as_json:
+            self.emit_json({
+                "database": target.name,
+                "plan_hash": status.plan_hash,
+                "pending_migrations": [
+                    {**i.as_dict(), "sql": i.file.sql} for i in pending
+                ],
+            })
+            return
+        self.banner(target, "plan (nothing is executed)")
+        for item in pending:
+            mode = "no transaction" if item.no_transaction else "one transaction"
+            self.say(self.style.MIGRATE_LABEL(
+                f"-- {item.file.filename}  [{STATE_MARKS[item.status]}, {mode}, "
+                f"sha256 {item.checksum[:12]}]"
+            ))
+            self.say(item.file.sql.rstrip("\n"))
+            self.say("")
+        self.say(RULE)
+        self.say(f" {len(pending)} pending, plan {status.plan_hash}")
+
+    def handle_run(self, target, options):
+        from migration_console.core.services.runs import run_execute
+
+        run_options = RunOptions(
+            allow_out_of_order=options["allow_out_of_order"],
+            allow_drift=options["allow_drift"],
+            use_lock=not options["no_lock"] and options["safe"],
+        )
+        actor, channel, run = cli_actor(), "cli", None
+        if options["run_id"]:
+            run, actor, channel = self.claim_console_run(options["run_id"], target)
+            run_options.expected_plan_hash = run.plan_hash or None
+        elif not options["yes"]:
+            status = target_status(target)
+            self.banner(target, "run")
+            for item in status.items:
+                self.say(self.status_line(item))
+            if not status.pending:
+                self.say(self.style.SUCCESS(" Database is up to date."))
+                return
+            if not sys.stdin.isatty():
+                raise CommandError(
+                    "confirmation needed but there is no terminal; pass --yes to apply "
+                    f"{len(status.pending)} pending migration(s) without asking",
+                    returncode=EXIT_BAD_INPUT,
+                )
+            answer = input(f"\n{len(status.pending)} pending. Continue? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise CommandError("aborted, nothing applied", returncode=EXIT_BAD_INPUT)
+            run_options.expected_plan_hash = status.plan_hash
+        else:
+            self.banner(target, "run")
+
+        outcome = run_execute(
+            target_name=target.name, actor=actor, channel=channel, options=run_options,
+            observer=ConsoleOutput(self), path=options["path"], run=run,
+            user=run.user if run else None, client_ip=run.client_ip if run else None,
+        )
+        failure = outcome.failure
+        if self.as_json:
+            self.emit_json(self.outcome_json(outcome))
+        if failure:
+            raise CommandError(
+                f"{failure.version}_{failure.name} failed: {failure.error}",
+                returncode=EXIT_FAILED,
+            )
+        self.say(RULE)
+        if outcome.status == "up_to_date":
+            self.say(self.style.SUCCESS(" Database is up to date; no pending migrations."))
+        else:
+            total = sum(step.duration_ns for step in outcome.steps)
+            self.say(self.style.SUCCESS(
+                f" Applied {len(outcome.applied)} migration(s) in {format_duration(total)}."
+            ))
+
+    @staticmethod
+    def outcome_json(outcome) -> dict:
+        if outcome.failure:
+            return {"error": "migration failed", "details": outcome.failure.error,
+                    "version": outcome.failure.version,
+                    "applied_migrations": [s.as_dict() for s in outcome.applied]}
+        if outcome.status == "up_to_date":
+            return {"status": "up_to_date", "message": "no pending migrations"}
+        return {"status": "success",
+                "message": f"applied {len(outcome.applied)} migration(s)",
+                "applied_count": len(outcome.applied),
+                "applied_migrations": [s.as_dict() for s in outcome.applied]}
+
+    def claim_console_run(self, run_id: int, target):
+        from migration_console.core.models import Run
+
+        updated = Run.objects.filter(
+            pk=run_id, state=Run.State.QUEUED, target=target.name
+        ).update(state=Run.State.RUNNING)
+        if not updated:
+            raise CommandError(
+                f"run {run_id} is not a queued run of {target.name}", returncode=EXIT_BAD_INPUT
+            )
+        run = Run.objects.select_related("user").get(pk=run_id)
+        return run, run.requested_by, run.channel

@@ -1,0 +1,129 @@
+from django.conf import settings
+from django.db import models
+
+
+class SchemaMigration(models.Model):
+    """Mirror of ``<schema>.schema_migrations`` in a target (read with ``.using(name)``).
+
+    The table belongs to the target and is written only by the runner, in the
+    same transaction as the migration it records.
+    """
+
+    version = models.TextField(primary_key=True)
+    name = models.TextField()
+    checksum = models.TextField()
+    status = models.TextField()
+    applied_at = models.DateTimeField()
+    duration_ns = models.BigIntegerField()
+    applied_by = models.TextField()
+    error = models.TextField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "schema_migrations"
+        ordering = ["version"]
+
+    def __str__(self) -> str:
+        return f"{self.version}_{self.name} ({self.status})"
+
+
+class Channel(models.TextChoices):
+    CONSOLE = "console"
+    API = "api"
+    CLI = "cli"
+    STARTUP = "startup"
+
+
+class Run(models.Model):
+    """One attempt to change a target, from any channel; the console polls it."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCESS = "success"
+        UP_TO_DATE = "up_to_date"
+        FAILED = "failed"
+        REFUSED = "refused"
+        LOCKED = "locked"
+        ERROR = "error"
+
+    FINISHED_STATES = (
+        State.SUCCESS, State.UP_TO_DATE, State.FAILED, State.REFUSED, State.LOCKED, State.ERROR
+    )
+
+    target = models.CharField(max_length=63)
+    action = models.CharField(max_length=32, default="run")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    requested_by = models.CharField(max_length=150)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    plan_hash = models.CharField(max_length=64, blank=True)
+    planned = models.JSONField(default=list)
+    steps = models.JSONField(default=list)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    message = models.TextField(blank=True)
+    current_version = models.CharField(max_length=64, blank=True)
+    backup_file = models.CharField(max_length=500, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["target", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk} on {self.target} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+
+class AuditEvent(models.Model):
+    """One attempt from any channel. Append-only: no channel changes or deletes rows."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        UP_TO_DATE = "up_to_date"
+        FAILED = "failed"
+        DENIED = "denied"
+        RATE_LIMITED = "rate_limited"
+        REFUSED = "refused"
+        LOCKED = "locked"
+        ERROR = "error"
+        STARTED = "started"
+        VIEWED = "viewed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, db_index=True)
+    # No database constraint: deleting a user or run must never touch an audit row
+    # (a trigger in the migration refuses UPDATE and DELETE on this table).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+    )
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    target = models.CharField(max_length=63, blank=True)
+    action = models.CharField(max_length=32, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    migrations = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True)
+    token_prefix = models.CharField(max_length=16, blank=True)
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+

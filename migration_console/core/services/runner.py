@@ -1,0 +1,304 @@
+"""Apply pending migrations to one target under the advisory lock.
+
+Each transactional file travels to the server as one query string,
+``BEGIN; SET LOCAL lock_timeout; <file>; <tracking insert>; COMMIT``: one round
+trip, applied entirely or not at all together with its tracking row. A
+no-transaction file runs statement by statement in autocommit.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from migration_console.core.services.discovery import MigrationFile, discover
+from migration_console.core.services.errors import RunRefused
+from migration_console.core.services.locking import lock_acquire, lock_release
+from migration_console.core.services.sqlsplit import split_statements
+from migration_console.core.services.status import (
+    DRIFTED,
+    FAILED,
+    MISSING,
+    OUT_OF_ORDER,
+    TargetStatus,
+    build_status,
+)
+from migration_console.core.services.targets import Target, target_connect
+from migration_console.core.services.tracking import (
+    completed_row_sql,
+    tracking_ensure,
+    tracking_record,
+    tracking_rows,
+)
+
+SUCCESS = "success"
+UP_TO_DATE = "up_to_date"
+FAILED_OUTCOME = "failed"
+
+
+@dataclass
+class StepResult:
+    version: str
+    name: str
+    status: str  # completed | failed
+    duration_ns: int
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "status": self.status,
+            "duration": self.duration_ns,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunOptions:
+    allow_out_of_order: bool = False
+    allow_drift: bool = False
+    use_lock: bool = True
+    lock_wait: float | None = None
+    expected_plan_hash: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    status: str  # success | up_to_date | failed
+    target: str
+    steps: list[StepResult] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[StepResult]:
+        return [step for step in self.steps if step.status == "completed"]
+
+    @property
+    def failure(self) -> StepResult | None:
+        return next((step for step in self.steps if step.status == FAILED), None)
+
+
+class RunObserver:
+    """Hooks a channel implements to show progress; the default shows nothing."""
+
+    def plan_ready(self, status: TargetStatus, plan: list[MigrationFile]) -> None:
+        pass
+
+    def migration_started(self, migration: MigrationFile) -> None:
+        pass
+
+    def migration_finished(self, step: StepResult) -> None:
+        pass
+
+
+def application_name(channel: str, actor: str) -> str:
+    return f"migration-console {channel} {actor}"[:63]
+
+
+@contextmanager
+def target_session(
+    target: Target, *, channel: str, actor: str, use_lock: bool, lock_wait: float | None
+) -> Iterator:
+    """A runner connection, plus the advisory lock on its own connection for the whole run."""
+    name = application_name(channel, actor)
+    wait = settings.MIGRATION_LOCK_WAIT if lock_wait is None else lock_wait
+    lock_conn = target_connect(target, application_name=f"{name} lock") if use_lock else None
+    try:
+        key = None
+        if lock_conn is not None:
+            key = lock_acquire(lock_conn, target.schema, wait_seconds=wait,
+                               database_label=target.name)
+        with target_connect(target, application_name=name) as conn:
+            yield conn
+        if key is not None:
+            lock_release(lock_conn, key)
+    finally:
+        if lock_conn is not None:
+            lock_conn.close()
+
+
+def refuse_unsafe_run(status: TargetStatus, options: RunOptions) -> None:
+    blocked = [i for i in status.with_state(FAILED) if i.no_transaction]
+    if blocked:
+        names = ", ".join(i.file.filename for i in blocked)
+        raise RunRefused(
+            f"{names} failed outside a transaction and may have left the database half-changed; "
+            "check it by hand, then resolve it with `migrate_sql repair <version>` "
+            "before running again",
+            reason="failed_no_transaction",
+            versions=[i.version for i in blocked],
+        )
+    drifted = status.with_state(DRIFTED, MISSING)
+    if drifted and not options.allow_drift:
+        names = ", ".join(f"{i.version}_{i.name} ({i.status})" for i in drifted)
+        raise RunRefused(
+            f"applied migrations changed since they ran: {names}; "
+            "repair them or pass --allow-drift",
+            reason="drift",
+            versions=[i.version for i in drifted],
+        )
+    late = status.with_state(OUT_OF_ORDER)
+    if late and not options.allow_out_of_order:
+        names = ", ".join(i.file.filename for i in late)
+        raise RunRefused(
+            f"pending migrations older than the newest applied one: {names}; "
+            "pass --allow-out-of-order to run them",
+            reason="out_of_order",
+            versions=[i.version for i in late],
+        )
+
+
+def _error_text(exc: Exception, migration: MigrationFile, offset: int) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag else None
+    if not primary:
+        return str(exc).strip() or exc.__class__.__name__
+    text = primary
+    position = getattr(diag, "statement_position", None)
+    if position and int(position) > offset:
+        line = migration.sql.count("\n", 0, int(position) - 1 - offset) + 1
+        text += f" (line {line} of {migration.filename})"
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint)):
+        if value:
+            text += f"\n{label}: {value}"
+    return text
+
+
+def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
+    from psycopg import sql
+
+    prefix = (
+        sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
+        .format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
+        .as_string(conn)
+    )
+    record = completed_row_sql(
+        conn,
+        target.schema,
+        version=migration.version,
+        name=migration.name,
+        checksum=migration.checksum,
+        applied_by=applied_by,
+    )
+    # The newline ends a trailing "--" comment in the file before our statements.
+    query = f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT;"
+    try:
+        conn.execute(query.encode())
+    except Exception as exc:
+        conn.execute("ROLLBACK")
+        raise _MigrationFailed(_error_text(exc, migration, len(prefix))) from exc
+
+
+def _apply_without_transaction(
+    conn, target: Target, migration: MigrationFile, applied_by: str, started: int
+) -> None:
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
+    )
+    for statement in split_statements(migration.sql):
+        try:
+            conn.execute(statement.encode())
+        except Exception as exc:
+            raise _MigrationFailed(_error_text(exc, migration, 0)) from exc
+    tracking_record(
+        conn,
+        target.schema,
+        version=migration.version,
+        name=migration.name,
+        checksum=migration.checksum,
+        status="completed",
+        duration_ns=time.perf_counter_ns() - started,
+        applied_by=applied_by,
+    )
+
+
+class _MigrationFailed(Exception):
+    pass
+
+
+def apply_plan(
+    conn,
+    target: Target,
+    plan: list[MigrationFile],
+    *,
+    applied_by: str,
+    observer: RunObserver,
+) -> list[StepResult]:
+    steps: list[StepResult] = []
+    for migration in plan:
+        observer.migration_started(migration)
+        started = time.perf_counter_ns()
+        try:
+            if migration.no_transaction:
+                _apply_without_transaction(conn, target, migration, applied_by, started)
+            else:
+                _apply_transactional(conn, target, migration, applied_by)
+        except _MigrationFailed as failure:
+            duration = time.perf_counter_ns() - started
+            tracking_record(
+                conn,
+                target.schema,
+                version=migration.version,
+                name=migration.name,
+                checksum=migration.checksum,
+                status="failed",
+                duration_ns=duration,
+                applied_by=applied_by,
+                error=str(failure),
+            )
+            step = StepResult(migration.version, migration.name, FAILED, duration, str(failure))
+            steps.append(step)
+            observer.migration_finished(step)
+            break
+        step = StepResult(
+            migration.version, migration.name, "completed", time.perf_counter_ns() - started
+        )
+        steps.append(step)
+        observer.migration_finished(step)
+    return steps
+
+
+def migrations_apply(
+    *,
+    target: Target,
+    actor: str,
+    channel: str,
+    options: RunOptions | None = None,
+    observer: RunObserver | None = None,
+) -> RunOutcome:
+    """Apply every runnable migration of ``target``; the one code path for all channels."""
+    options = options or RunOptions()
+    observer = observer or RunObserver()
+    files = discover(target.path)
+    with target_session(
+        target,
+        channel=channel,
+        actor=actor,
+        use_lock=options.use_lock,
+        lock_wait=options.lock_wait,
+    ) as conn:
+        tracking_ensure(conn, target.schema)
+        status = build_status(target, files, tracking_rows(conn, target.schema))
+        if options.expected_plan_hash and options.expected_plan_hash != status.plan_hash:
+            raise RunRefused(
+                "the migrations or the applied set changed since the plan was shown; "
+                "review the new plan and confirm again",
+                reason="plan_changed",
+            )
+        refuse_unsafe_run(status, options)
+        plan = [item.file for item in status.pending]
+        observer.plan_ready(status, plan)
+        if not plan:
+            return RunOutcome(status=UP_TO_DATE, target=target.name)
+        steps = apply_plan(conn, target, plan, applied_by=actor, observer=observer)
+    outcome = RunOutcome(
+        status=SUCCESS, target=target.name, steps=steps, planned=[m.version for m in plan]
+    )
+    if outcome.failure:
+        outcome.status = FAILED_OUTCOME
+    return outcome

@@ -1,0 +1,211 @@
+"""Run records: every channel applies migrations through ``run_execute``.
+
+It writes the Run row before the target is touched (so nothing changes
+unrecorded), keeps the row's progress current for the console to poll, and
+writes exactly one audit row with the outcome, whatever happens.
+"""
+
+import os
+import threading
+
+from django.db import connection
+from django.utils import timezone
+
+from migration_console.core.models import AuditEvent, Run
+from migration_console.core.services.audit import audit_record
+from migration_console.core.services.discovery import MigrationFile
+from migration_console.core.services.errors import (
+    LockNotAcquired,
+    MigrationConsoleError,
+    RunRefused,
+)
+from migration_console.core.services.runner import (
+    RunObserver,
+    RunOptions,
+    RunOutcome,
+    StepResult,
+    migrations_apply,
+)
+from migration_console.core.services.targets import target_get
+
+PROGRESS_FLUSH_SECONDS = 0.3
+
+
+class RunProgress(RunObserver):
+    """Mirrors progress into the Run row from a small flusher thread, so a run of a
+    thousand quick files costs a few UPDATEs rather than two per file, while a long
+    migration still shows as started within a fraction of a second."""
+
+    def __init__(self, run: Run, inner: RunObserver | None = None):
+        self.run = run
+        self.inner = inner or RunObserver()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+    def plan_ready(self, status, plan: list[MigrationFile]) -> None:
+        with self._lock:
+            self.run.planned = [m.version for m in plan]
+            self.run.plan_hash = status.plan_hash
+            self._dirty = True
+        self.inner.plan_ready(status, plan)
+
+    def migration_started(self, migration: MigrationFile) -> None:
+        with self._lock:
+            self.run.current_version = migration.version
+            self._dirty = True
+        self.inner.migration_started(migration)
+
+    def migration_finished(self, step: StepResult) -> None:
+        with self._lock:
+            self.run.steps.append(step.as_dict())
+            self.run.current_version = ""
+            self._dirty = True
+        self.inner.migration_finished(step)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            fields = {
+                "planned": list(self.run.planned),
+                "plan_hash": self.run.plan_hash,
+                "steps": list(self.run.steps),
+                "current_version": self.run.current_version,
+            }
+            self._dirty = False
+        Run.objects.filter(pk=self.run.pk).update(**fields)
+
+    def _flush_loop(self) -> None:
+        try:
+            while not self._stop.wait(PROGRESS_FLUSH_SECONDS):
+                self.flush()
+        finally:
+            connection.close()
+
+
+def run_create(
+    *,
+    target_name: str,
+    actor: str,
+    channel: str,
+    user=None,
+    client_ip: str | None = None,
+    plan_hash: str = "",
+    action: str = "run",
+) -> Run:
+    return Run.objects.create(
+        target=target_name,
+        action=action,
+        channel=channel,
+        requested_by=actor[:150],
+        user=user if getattr(user, "pk", None) else None,
+        client_ip=client_ip or None,
+        plan_hash=plan_hash,
+    )
+
+
+_OUTCOME_FOR = {
+    LockNotAcquired: (Run.State.LOCKED, AuditEvent.Outcome.LOCKED),
+    RunRefused: (Run.State.REFUSED, AuditEvent.Outcome.REFUSED),
+}
+
+
+def run_execute(
+    *,
+    target_name: str,
+    actor: str,
+    channel: str,
+    options: RunOptions | None = None,
+    observer: RunObserver | None = None,
+    user=None,
+    client_ip: str | None = None,
+    token_prefix: str = "",
+    path: str | None = None,
+    run: Run | None = None,
+) -> RunOutcome:
+    """Apply pending migrations of one target and record the run and its audit row.
+
+    Raises the service errors (refused, locked, bad files, unknown target) after
+    recording them, so each channel maps them to its own exit code or status.
+    """
+    options = options or RunOptions()
+    if run is None:
+        run = run_create(
+            target_name=target_name,
+            actor=actor,
+            channel=channel,
+            user=user,
+            client_ip=client_ip,
+            plan_hash=options.expected_plan_hash or "",
+        )
+    run.state = Run.State.RUNNING
+    run.started_at = timezone.now()
+    run.pid = os.getpid()
+    run.save(update_fields=["state", "started_at", "pid"])
+
+    def finish(state: str, outcome: str, message: str, migrations: list[str]) -> None:
+        run.state = state
+        run.message = message
+        run.finished_at = timezone.now()
+        run.current_version = ""
+        run.save(update_fields=["state", "message", "finished_at", "current_version"])
+        audit_record(
+            actor=actor,
+            user=user,
+            channel=channel,
+            action=run.action,
+            outcome=outcome,
+            target=target_name,
+            client_ip=client_ip,
+            migrations=migrations,
+            message=message,
+            token_prefix=token_prefix,
+            run=run,
+        )
+
+    try:
+        target = target_get(target_name, path=path)
+        with RunProgress(run, observer) as progress:
+            outcome = migrations_apply(
+                target=target, actor=actor, channel=channel, options=options, observer=progress
+            )
+    except MigrationConsoleError as exc:
+        state, audit_outcome = _OUTCOME_FOR.get(
+            type(exc), (Run.State.ERROR, AuditEvent.Outcome.ERROR)
+        )
+        finish(state, audit_outcome, exc.message, getattr(exc, "versions", []))
+        raise
+    except BaseException as exc:
+        finish(Run.State.ERROR, AuditEvent.Outcome.ERROR, f"{type(exc).__name__}: {exc}", [])
+        raise
+
+    versions = [step.version for step in outcome.steps]
+    if outcome.failure:
+        failure = outcome.failure
+        finish(
+            Run.State.FAILED,
+            AuditEvent.Outcome.FAILED,
+            f"{failure.version}_{failure.name} failed: {failure.error}",
+            versions,
+        )
+    elif outcome.status == "up_to_date":
+        finish(Run.State.UP_TO_DATE, AuditEvent.Outcome.UP_TO_DATE, "no pending migrations", [])
+    else:
+        finish(
+            Run.State.SUCCESS,
+            AuditEvent.Outcome.SUCCESS,
+            f"applied {len(outcome.applied)} migration(s)",
+            versions,
+        )
+    return outcome

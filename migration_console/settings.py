@@ -1,0 +1,171 @@
+"""Settings, read from the environment (see SPEC.md's Settings table).
+
+Development defaults point at the throw-away cluster that `make run` keeps
+under .devdb/; with DJANGO_DEBUG off the production rules apply.
+"""
+
+import secrets
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from migration_console.env import env_bool, env_float, env_list, env_networks, env_str
+from migration_console.targets import django_database, load_targets
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off")
+    SECRET_KEY = secrets.token_urlsafe(50)
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+
+# The local dev cluster started by `make run` (scripts/devdb.py).
+DEV_SOCKET_DIR = BASE_DIR / ".devdb" / "run"
+DEV_PORT = 54329
+_DEV_HOST = str(DEV_SOCKET_DIR).replace("/", "%2F")
+DEV_DATABASE_URL = f"postgres://postgres@{_DEV_HOST}:{DEV_PORT}/console"
+DEV_TARGET_DSN = f"host={DEV_SOCKET_DIR} port={DEV_PORT} user=postgres dbname=db_main"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "auditlog",
+    "accounts",
+    "migration_console.core",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "accounts.middleware.AuditlogClientIPMiddleware",
+]
+
+ROOT_URLCONF = "migration_console.urls"
+WSGI_APPLICATION = "migration_console.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL") or DEV_DATABASE_URL, conn_max_age=60, conn_health_checks=True
+    ),
+}
+
+MIGRATION_TARGETS = load_targets(BASE_DIR, DEV_TARGET_DSN)
+for _target in MIGRATION_TARGETS.values():
+    DATABASES[_target.name] = django_database(_target)
+DATABASE_ROUTERS = ["migration_console.core.routers.TargetDatabaseRouter"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "admin:login"
+
+# --- Migration engine -------------------------------------------------------
+MIGRATION_LOCK_WAIT = env_float("MIGRATION_LOCK_WAIT", 30.0)
+MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "5s")
+MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
+MIGRATION_WEBHOOK_URL = env_str("MIGRATION_WEBHOOK_URL")
+SKIP_MIGRATIONS = env_bool("SKIP_MIGRATIONS", True)
+
+# --- Access -----------------------------------------------------------------
+CONSOLE_ALLOWED_NETWORKS = env_networks("CONSOLE_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
+CONSOLE_TRUSTED_PROXIES = env_networks("CONSOLE_TRUSTED_PROXIES")
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+RATELIMIT_VIEW = "accounts.views.ratelimited"
+RATELIMIT_IP_META_KEY = "accounts.ip.client_ip"
+# The local-memory cache is only acceptable in development and in management
+# commands; serving the console in production without Redis is refused in wsgi.py.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
+# --- Production hardening ---------------------------------------------------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = 0 if DEBUG else 31536000
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONSOLE_TRUSTED_PROXIES else None
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "migration_console.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stderr,
+            "formatter": "plain" if DEBUG else "json",
+        }
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

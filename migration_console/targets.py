@@ -1,0 +1,146 @@
+"""Target databases: built from DB_DSN/DB_SCHEMA/MIGRATIONS_PATH and MIGRATION_TARGETS_FILE.
+
+Read once by settings at start-up. A bad targets file stops start-up with a
+message naming the offending key; nothing here ever prints a password.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_TARGET = "db_main"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_ALLOWED_KEYS = {"dsn", "schema", "path"}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    dsn: str
+    schema: str
+    path: str
+
+
+def expand_env(value: str, where: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:default}`` (default = all after the first colon)."""
+
+    def replace(match: re.Match) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise ImproperlyConfigured(f"{where}: environment variable {var} is not set")
+
+    return _VAR.sub(replace, value)
+
+
+def _resolve_path(raw: str, base_dir: Path) -> str:
+    path = Path(raw)
+    return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
+
+
+def _validate(name: str, dsn: str, schema: str, path: str, where: str) -> TargetConfig:
+    if not _NAME.match(name) or name == "default":
+        raise ImproperlyConfigured(f"{where}: target name {name!r} is not a valid identifier")
+    if not dsn:
+        raise ImproperlyConfigured(f"{where}.dsn: missing")
+    if not _SCHEMA.match(schema):
+        raise ImproperlyConfigured(f"{where}.schema: {schema!r} is not a plain identifier")
+    if not os.path.isdir(path) or not os.access(path, os.R_OK | os.X_OK):
+        raise ImproperlyConfigured(f"{where}.path: {path} is not a readable directory")
+    return TargetConfig(name=name, dsn=dsn, schema=schema, path=path)
+
+
+def load_targets_file(file_path: str, base_dir: Path) -> dict[str, TargetConfig]:
+    import yaml
+
+    try:
+        with open(file_path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"MIGRATION_TARGETS_FILE: cannot read {file_path}: {exc.strerror}"
+        ) from None
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ImproperlyConfigured(
+                    f"MIGRATION_TARGETS_FILE {file_path}: duplicate key {key!r} "
+                    f"(line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ImproperlyConfigured(f"MIGRATION_TARGETS_FILE {file_path}: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise ImproperlyConfigured(
+            f"MIGRATION_TARGETS_FILE {file_path}: expected a mapping of target names"
+        )
+
+    targets = {}
+    for name, entry in data.items():
+        where = str(name)
+        if not isinstance(entry, dict):
+            raise ImproperlyConfigured(f"{where}: expected a mapping with dsn, schema, path")
+        unknown = sorted(set(map(str, entry)) - _ALLOWED_KEYS)
+        if unknown:
+            raise ImproperlyConfigured(f"{where}.{unknown[0]}: unknown key")
+        dsn = expand_env(str(entry.get("dsn") or ""), f"{where}.dsn")
+        schema = expand_env(str(entry.get("schema") or "public"), f"{where}.schema")
+        raw_path = expand_env(str(entry.get("path") or "migrations_sql"), f"{where}.path")
+        targets[where] = _validate(
+            where, dsn, schema, _resolve_path(raw_path, base_dir), f"{where}"
+        )
+    return targets
+
+
+def load_targets(base_dir: Path, default_dsn: str) -> dict[str, TargetConfig]:
+    targets: dict[str, TargetConfig] = {}
+    dsn = os.environ.get("DB_DSN") or default_dsn
+    path_raw = os.environ.get("MIGRATIONS_PATH")
+    path = _resolve_path(path_raw, base_dir) if path_raw else str(base_dir / "migrations_sql")
+    schema = os.environ.get("DB_SCHEMA") or "public"
+    targets_file = os.environ.get("MIGRATION_TARGETS_FILE")
+    from_file = load_targets_file(targets_file, base_dir) if targets_file else {}
+    if DEFAULT_TARGET not in from_file:
+        if not os.path.isdir(path):
+            raise ImproperlyConfigured(f"MIGRATIONS_PATH: {path} is not a readable directory")
+        targets[DEFAULT_TARGET] = _validate(DEFAULT_TARGET, dsn, schema, path, "DB_DSN")
+    targets.update(from_file)
+    return targets
+
+
+def django_database(target: TargetConfig) -> dict:
+    """A DATABASES entry for a target, so the unmanaged tracking model can read it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(target.dsn)
+    entry = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.pop("dbname", ""),
+        "USER": params.pop("user", ""),
+        "PASSWORD": params.pop("password", ""),
+        "HOST": params.pop("host", ""),
+        "PORT": str(params.pop("port", "")),
+        "OPTIONS": {**params, "options": f"-c search_path={target.schema}"},
+        "TEST": {"MIGRATE": False},
+    }
+    return entry

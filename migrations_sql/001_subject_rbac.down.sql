@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS subject_roles;
+DROP TABLE IF EXISTS role_permissions;
+DROP TABLE IF EXISTS roles;
+DROP TABLE IF EXISTS subjects;
