@@ -1,0 +1,144 @@
+"""Shared fixtures: a fresh target database per test on the suite's own cluster.
+
+`make test` starts a throw-away PostgreSQL cluster (scripts/pgcluster.py) and
+exports PGTEST_SOCKET_DIR / PGTEST_PORT; every test that needs a target gets
+a database of its own on it, dropped afterwards.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+
+from migration_console.targets import TargetConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _server_dsn(dbname: str) -> str:
+    socket_dir = os.environ.get("PGTEST_SOCKET_DIR")
+    port = os.environ.get("PGTEST_PORT")
+    if not socket_dir or not port:
+        pytest.exit("run the suite with `make test` (it starts the PostgreSQL cluster)", 2)
+    return f"host={socket_dir} port={port} user=postgres dbname={dbname}"
+
+
+def create_database(prefix: str = "t") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_server_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(_server_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class TargetDB:
+    """A target database and its migrations directory, with small helpers."""
+
+    name: str
+    dbname: str
+    dsn: str
+    path: Path
+    schema: str = "public"
+
+    def write(self, filename: str, sql: str | bytes) -> Path:
+        file = self.path / filename
+        if isinstance(sql, bytes):
+            file.write_bytes(sql)
+        else:
+            file.write_text(sql)
+        return file
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def scalar(self, sql: str, params=None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def table_exists(self, table: str) -> bool:
+        return self.scalar("SELECT to_regclass(%s) IS NOT NULL", [table])
+
+    def tracking(self) -> dict[str, tuple]:
+        if not self.table_exists(f"{self.schema}.schema_migrations"):
+            return {}
+        rows = self.query(
+            f"SELECT version, status, checksum, error FROM {self.schema}.schema_migrations"
+        )
+        return {row[0]: row[1:] for row in rows}
+
+    def config(self) -> TargetConfig:
+        return TargetConfig(name=self.name, dsn=self.dsn, schema=self.schema, path=str(self.path))
+
+
+@pytest.fixture
+def make_target(tmp_path, settings):
+    """Factory: a fresh database + migrations dir registered as a target in settings."""
+    created: list[str] = []
+    targets = {}
+
+    def factory(name: str = "db_main", schema: str = "public") -> TargetDB:
+        dbname = create_database()
+        created.append(dbname)
+        path = tmp_path / f"{name}_migrations"
+        path.mkdir()
+        target = TargetDB(name, dbname, _server_dsn(dbname), path, schema)
+        targets[name] = target.config()
+        settings.MIGRATION_TARGETS = dict(targets)
+        return target
+
+    yield factory
+    for dbname in created:
+        drop_database(dbname)
+
+
+@pytest.fixture
+def target(make_target) -> TargetDB:
+    return make_target()
+
+
+def write_numbered(target: TargetDB, count: int, start: int = 1, body=None) -> None:
+    """Write ``count`` one-table migrations 001_t1.sql ... with a side-effect row each."""
+    for i in range(start, start + count):
+        sql = body(i) if body else f"CREATE TABLE t{i} (id int);\n"
+        target.write(f"{i:03d}_t{i}.sql", sql)
+
+
+@pytest.fixture
+def cli_env(target, transactional_db):
+    """Environment for running manage.py as a separate process against the test databases."""
+    env = dict(os.environ)
+    console = connection.settings_dict
+    host = str(console["HOST"]).replace("/", "%2F")
+    env.update(
+        DATABASE_URL=f"postgres://{console['USER']}@{host}:{console['PORT']}/{console['NAME']}",
+        DB_DSN=target.dsn,
+        MIGRATIONS_PATH=str(target.path),
+        MIGRATION_LOCK_WAIT="10",
+    )
+    env.pop("MIGRATION_TARGETS_FILE", None)
+    return env
+
+
+def run_manage(env: dict, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
