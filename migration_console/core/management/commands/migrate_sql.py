@@ -111,11 +111,12 @@ class Command(BaseCommand):
             "missing": self.style.ERROR,
             "out_of_order": self.style.WARNING,
         }[item.status](f"[{mark:^12}]")
-        line = f" {styled} {item.version}_{item.name}"
+        label = f"{item.version}_{item.name}"
+        line = f" {styled} {label}"
         if item.applied_at:
-            line += (
-                f"  {item.applied_at:%Y-%m-%d %H:%M:%S}  "
-                f"{format_duration(item.duration_ns)}  {item.applied_by}"
+            line = (
+                f" {styled} {label:<36} {item.applied_at:%Y-%m-%d %H:%M:%S} "
+                f"{format_duration(item.duration_ns):>8}  {item.applied_by}"
             )
         if item.status == "drifted":
             line += f"\n{'':16}recorded {item.checksum[:12]}, file now {item.file_checksum[:12]}"
