@@ -89,15 +89,24 @@ class Cluster:
 
     def init(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o755)
-        for path in (self.directory, ):
+        os.chmod(self.directory, 0o755)  # noqa: S103 - the postgres user must traverse it
+        for path in (self.directory,):
             _hand_to_postgres(path)
         self.socket_dir.mkdir(exist_ok=True)
-        os.chmod(self.socket_dir, 0o755)
+        os.chmod(self.socket_dir, 0o755)  # noqa: S103 - clients connect through it
         _hand_to_postgres(self.socket_dir)
         _as_postgres(
-            [pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
             stdout=subprocess.DEVNULL,
         )
         with open(self.data / "postgresql.auto.conf", "a") as conf:
@@ -108,8 +117,17 @@ class Cluster:
 
     def start(self) -> None:
         _as_postgres(
-            [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"),
-             "-w", "-t", "60", "start"],
+            [
+                pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.directory / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             stdout=subprocess.DEVNULL,
         )
 
@@ -117,14 +135,28 @@ class Cluster:
         if self.initialised:
             _as_postgres(
                 [pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         return subprocess.run(
-            [pg_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-d", self.dsn(dbname), "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                pg_bin("psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
 
     def ensure_database(self, name: str) -> None:

@@ -132,7 +132,9 @@ def cli_env(target, transactional_db):
     return env
 
 
-def run_manage(env: dict, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+def run_manage(
+    env: dict, *args: str, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
         env=env,

@@ -18,13 +18,17 @@ pytestmark = pytest.mark.slow
 def test_eight_runners_at_once_apply_every_migration_exactly_once(target, cli_env):
     target.query("CREATE TABLE side_effects (version int)")
     write_numbered(
-        target, 50,
+        target,
+        50,
         body=lambda i: f"CREATE TABLE t{i} (id int);\nINSERT INTO side_effects VALUES ({i});\n",
     )
     processes = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "migrate_sql", "run", "--yes"],
-            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(8)
     ]
@@ -52,7 +56,9 @@ def test_a_runner_killed_mid_migration_frees_the_lock_and_leaves_nothing(target,
     target.write("002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);\n")
     runner = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "migrate_sql", "run", "--yes"],
-        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -43,7 +43,9 @@ def test_checksum_is_sha256_of_lf_normalised_bytes(tmp_path):
 
 
 def test_it_reads_the_no_transaction_directive_only_on_the_first_line(tmp_path):
-    write(tmp_path, "001_idx.sql", "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);")
+    write(
+        tmp_path, "001_idx.sql", "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);"
+    )
     write(tmp_path, "002_txn.sql", "SELECT 1;\n-- migrate:no-transaction\n")
     idx, txn = discover(str(tmp_path))
     assert idx.no_transaction is True
@@ -73,7 +75,7 @@ def test_it_refuses_a_bad_set_naming_the_file(tmp_path, files, named, reason):
 
 def test_it_refuses_a_file_it_cannot_read_naming_it(tmp_path):
     (tmp_path / "001_gone.sql").symlink_to(tmp_path / "nowhere.sql")
-    with pytest.raises(MigrationSetError, match="001_gone.sql: not a regular file"):
+    with pytest.raises(MigrationSetError, match=r"001_gone\.sql: not a regular file"):
         discover(str(tmp_path))
 
 

@@ -79,8 +79,13 @@ def test_a_file_failing_mid_way_leaves_nothing_of_itself_and_stops(five):
 
     status = json.loads(migrate_sql("status", "--json")[1])
     states = {item["version"]: item["status"] for item in status["all_migrations"]}
-    assert states == {"001": "completed", "002": "completed", "003": "failed",
-                      "004": "pending", "005": "pending"}
+    assert states == {
+        "001": "completed",
+        "002": "completed",
+        "003": "failed",
+        "004": "pending",
+        "005": "pending",
+    }
 
     five.write("003_t3.sql", with_side_effect(3))
     code, out = migrate_sql("run", "--yes")
@@ -140,17 +145,25 @@ def test_a_lower_numbered_new_file_is_out_of_order_and_runs_only_when_allowed(fi
 
 
 def test_a_no_transaction_file_builds_an_index_concurrently(five):
-    five.write("006_idx.sql", "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY t1_idx ON t1 (id);\n"
-               "CREATE INDEX CONCURRENTLY t2_idx ON t2 (id);\n")
+    five.write(
+        "006_idx.sql",
+        "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY t1_idx ON t1 (id);\n"
+        "CREATE INDEX CONCURRENTLY t2_idx ON t2 (id);\n",
+    )
     code, out = migrate_sql("run", "--yes")
     assert code == 0, out
-    assert five.scalar("SELECT count(*) FROM pg_indexes WHERE indexname IN ('t1_idx', 't2_idx')") == 2
+    assert (
+        five.scalar("SELECT count(*) FROM pg_indexes WHERE indexname IN ('t1_idx', 't2_idx')") == 2
+    )
     assert five.tracking()["006"][0] == "completed"
 
 
 def test_a_failed_no_transaction_file_blocks_later_runs_until_repaired(five):
-    five.write("006_idx.sql", "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY t1_idx ON t1 (id);\n"
-               "CREATE INDEX CONCURRENTLY bad_idx ON nowhere (id);\n")
+    five.write(
+        "006_idx.sql",
+        "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY t1_idx ON t1 (id);\n"
+        "CREATE INDEX CONCURRENTLY bad_idx ON nowhere (id);\n",
+    )
     five.write("007_t7.sql", "CREATE TABLE t7 (id int);")
     code, _ = migrate_sql("run", "--yes")
     assert code == 1
@@ -185,11 +198,24 @@ def test_run_without_a_terminal_and_without_yes_refuses_with_exit_2(five):
 
 def test_json_output_has_the_api_keys(five):
     status = json.loads(migrate_sql("status", "--json")[1])
-    assert {"database", "all_migrations", "pending_migrations", "applied_migrations",
-            "total", "pending_count", "applied_count"} <= set(status)
+    assert {
+        "database",
+        "all_migrations",
+        "pending_migrations",
+        "applied_migrations",
+        "total",
+        "pending_count",
+        "applied_count",
+    } <= set(status)
     assert status["pending_count"] == 5 and status["applied_count"] == 0
     assert set(status["all_migrations"][0]) >= {
-        "version", "name", "status", "applied_at", "duration", "checksum"}
+        "version",
+        "name",
+        "status",
+        "applied_at",
+        "duration",
+        "checksum",
+    }
 
     run = json.loads(migrate_sql("run", "--yes", "--json")[1])
     assert run["status"] == "success" and run["applied_count"] == 5

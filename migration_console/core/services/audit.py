@@ -36,6 +36,11 @@ def audit_record(
     )
     logger.info(
         "audit actor=%s channel=%s action=%s target=%s outcome=%s migrations=%s",
-        actor, channel, action, target, outcome, ",".join(migrations or []),
+        actor,
+        channel,
+        action,
+        target,
+        outcome,
+        ",".join(migrations or []),
     )
     return event

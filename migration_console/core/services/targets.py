@@ -66,7 +66,7 @@ def target_connect(target: Target, *, application_name: str, autocommit: bool = 
     try:
         return psycopg.connect(conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        reason = " ".join(line.strip() for line in str(exc).splitlines()) or "connection failed"
         raise TargetUnavailable(
             f"cannot connect to {target.name} ({target.display_dsn}): {reason}"
         ) from None

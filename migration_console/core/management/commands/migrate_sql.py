@@ -9,7 +9,10 @@ import getpass
 import json
 import sys
 
+import psycopg
+
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from migration_console.core.formatting import STATE_MARKS, format_duration
 from migration_console.core.services.errors import (
@@ -22,7 +25,8 @@ from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get
 from migration_console.targets import DEFAULT_TARGET
 
-ACTIONS = ("run", "status", "history", "check", "plan")
+ACTIONS = ("run", "status", "history", "check", "plan", "rollback", "baseline", "repair")
+MAINTENANCE_ACTIONS = ("rollback", "baseline", "repair")
 RULE = "=" * 72
 
 
@@ -64,11 +68,27 @@ class ConsoleOutput(RunObserver):
                 self.command.say(style.ERROR(f"     {line}"))
 
 
+class MaintenanceOutput(ConsoleOutput):
+    """Progress of rollback, baseline and repair: the same look, the right verb."""
+
+    VERBS = {"rollback": "Rolling back", "baseline": "Recording", "repair": "Repairing"}
+
+    def __init__(self, command: "Command", action: str):
+        super().__init__(command)
+        self.verb = self.VERBS[action]
+
+    def migration_started(self, migration) -> None:
+        self.command.say(f"  -> {self.verb} {migration.filename} ...", ending="")
+        self.command.stdout.flush()
+
+
 class Command(BaseCommand):
     help = "Show, check and apply the SQL migrations of a target database."
 
     def add_arguments(self, parser):
         parser.add_argument("action", nargs="?", default="run", choices=ACTIONS)
+        parser.add_argument("version", nargs="?",
+                            help="rollback/baseline/repair: the migration version")
         parser.add_argument("--status", action="store_const", const="status", dest="status_flag",
                             help="alias of the status action")
         parser.add_argument("--database", default=DEFAULT_TARGET,
@@ -84,6 +104,13 @@ class Command(BaseCommand):
                             help="machine-readable output (the API's shapes)")
         parser.add_argument("--allow-out-of-order", action="store_true")
         parser.add_argument("--allow-drift", action="store_true")
+        parser.add_argument("--backup", dest="backup_dir", metavar="DIR",
+                            help="run: pg_dump the target into DIR before the first change "
+                                 "(default MIGRATION_BACKUP_DIR)")
+        parser.add_argument("--strict-lint", action="store_true",
+                            help="run: refuse on error-level squawk findings")
+        parser.add_argument("--mark-applied", action="store_true",
+                            help="repair: record a failed migration as completed (fixed by hand)")
         parser.add_argument("--run-id", type=int, help="execute a run queued by the console (internal)")
 
     # --- output helpers -----------------------------------------------------
@@ -129,6 +156,11 @@ class Command(BaseCommand):
         self.verbosity = options["verbosity"]
         self.as_json = options["as_json"]
         action = options["status_flag"] or options["action"]
+        if options["version"] and action not in MAINTENANCE_ACTIONS:
+            raise CommandError(
+                f"unexpected argument {options['version']!r} for {action}",
+                returncode=EXIT_BAD_INPUT,
+            )
         try:
             target = target_get(options["database"], path=options["path"])
             return getattr(self, f"handle_{action}")(target, options)
@@ -136,6 +168,18 @@ class Command(BaseCommand):
             if self.as_json:
                 self.emit_json(exc.as_dict())
             raise CommandError(exc.message, returncode=exc.exit_code) from None
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise CommandError(
+                f"{options['database']}: database error: {reason}", returncode=EXIT_FAILED
+            ) from None
+        except DatabaseError as exc:
+            # The console's own database (DATABASE_URL): runs and audit rows live there,
+            # and a run is refused before touching the target when it cannot be recorded.
+            reason = " ".join(str(exc).split())
+            raise CommandError(
+                f"console database (DATABASE_URL) error: {reason}", returncode=EXIT_FAILED
+            ) from None
 
     def handle_status(self, target, options):
         status = target_status(target)
@@ -186,14 +230,18 @@ class Command(BaseCommand):
             raise CommandError(f"{target.name} is not up to date", returncode=EXIT_FAILED)
 
     def handle_plan(self, target, options):
+        from migration_console.core.services.lint import lint_files
+
         status = target_status(target, with_lock_holder=False)
         pending = status.pending
+        lint = lint_files([i.file for i in pending])
         if self.as_json:
             self.emit_json({
                 "database": target.name,
                 "plan_hash": status.plan_hash,
                 "pending_migrations": [
-                    {**i.as_dict(), "sql": i.file.sql} for i in pending
+                    {**i.as_dict(), "sql": i.file.sql, "lint": lint[i.version].as_dict()}
+                    for i in pending
                 ],
             })
             return
@@ -205,6 +253,7 @@ class Command(BaseCommand):
                 f"sha256 {item.checksum[:12]}]"
             ))
             self.say(item.file.sql.rstrip("\n"))
+            self.say_lint(lint[item.version])
             self.say("")
         self.say(RULE)
         self.say(f" {len(pending)} pending, plan {status.plan_hash}")
@@ -216,6 +265,8 @@ class Command(BaseCommand):
             allow_out_of_order=options["allow_out_of_order"],
             allow_drift=options["allow_drift"],
             use_lock=not options["no_lock"] and options["safe"],
+            backup_dir=options["backup_dir"],
+            strict_lint=options["strict_lint"],
         )
         actor, channel, run = cli_actor(), "cli", None
         if options["run_id"]:
@@ -249,7 +300,12 @@ class Command(BaseCommand):
         )
         failure = outcome.failure
         if self.as_json:
-            self.emit_json(self.outcome_json(outcome))
+            data = self.outcome_json(outcome)
+            if outcome.backup_file:
+                data["backup_file"] = outcome.backup_file
+            self.emit_json(data)
+        if outcome.backup_file:
+            self.say(f" Backup before the run: {outcome.backup_file}")
         if failure:
             raise CommandError(
                 f"{failure.version}_{failure.name} failed: {failure.error}",
