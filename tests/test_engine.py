@@ -248,3 +248,22 @@ def test_the_tracking_table_lives_in_the_configured_schema(make_target):
     assert migrate_sql("run", "--yes")[0] == 0
     assert target.table_exists("ops.schema_migrations")
     assert not target.table_exists("public.schema_migrations")
+
+
+def test_a_least_privilege_role_that_owns_its_schema_can_run(target):
+    target.query("CREATE ROLE app_migrator LOGIN")
+    target.query("CREATE SCHEMA app AUTHORIZATION app_migrator")
+    target.query(f'REVOKE CREATE ON DATABASE "{target.dbname}" FROM PUBLIC')
+    target.write("001_a.sql", "CREATE TABLE app.a (id int);")
+    from django.conf import settings
+
+    restricted = target.config().__class__(
+        name="db_main",
+        dsn=target.dsn.replace("user=postgres", "user=app_migrator"),
+        schema="app",
+        path=str(target.path),
+    )
+    settings.MIGRATION_TARGETS = {"db_main": restricted}
+    code, out = migrate_sql("run", "--yes")
+    assert code == 0, out
+    assert target.table_exists("app.schema_migrations")

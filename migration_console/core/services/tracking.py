@@ -25,10 +25,21 @@ def table_identifier(schema: str) -> sql.Composed:
 
 
 def tracking_ensure(conn, schema: str) -> None:
-    """Create the schema and table when missing (call under the advisory lock)."""
+    """Create the schema and table when missing (call under the advisory lock).
+
+    Existence is checked first because ``CREATE SCHEMA IF NOT EXISTS`` still
+    demands CREATE on the database, which a least-privilege migration role lacks.
+    """
+    schema_exists, table_exists = conn.execute(
+        "SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+        [f'"{schema}"', f'"{schema}".{TABLE}'],
+    ).fetchone()
+    if table_exists:
+        return
+    if not schema_exists:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(
         sql.SQL(
-            "CREATE SCHEMA IF NOT EXISTS {schema};"
             "CREATE TABLE IF NOT EXISTS {table} ("
             " version text PRIMARY KEY,"
             " name text NOT NULL,"
@@ -38,15 +49,15 @@ def tracking_ensure(conn, schema: str) -> None:
             " duration_ns bigint NOT NULL,"
             " applied_by text NOT NULL,"
             " error text)"
-        ).format(schema=sql.Identifier(schema), table=table_identifier(schema))
+        ).format(table=table_identifier(schema))
     )
 
 
 def tracking_rows(conn, schema: str) -> dict[str, TrackingRow]:
     """All rows by version; an absent table reads as no rows (status never creates it)."""
-    exists = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", [f'"{schema}".{TABLE}']
-    ).fetchone()[0]
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f'"{schema}".{TABLE}']).fetchone()[
+        0
+    ]
     if not exists:
         return {}
     cursor = conn.execute(
