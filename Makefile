@@ -41,5 +41,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# Screenshots of the console for the README (docs/*.png), against a throw-away cluster.
+screenshot: $(STAMP)
+	$(PY) scripts/screenshot.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

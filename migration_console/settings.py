@@ -46,7 +46,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "migration_console.ops.middleware.ProbeMiddleware",  # /healthz /readyz /metrics
     "django.middleware.security.SecurityMiddleware",
+    "migration_console.ops.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -101,7 +103,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the console's own CSS/JS (no CDN)
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles"  # collectstatic target
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -111,6 +114,7 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG  # development: files from the finders, no collectstatic
 
 LOGIN_URL = "admin:login"
 
@@ -119,6 +123,7 @@ MIGRATION_LOCK_WAIT = env_float("MIGRATION_LOCK_WAIT", 30.0)
 MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "5s")
 MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
 MIGRATION_WEBHOOK_URL = env_str("MIGRATION_WEBHOOK_URL")
+MIGRATION_WEBHOOK_TIMEOUT = 3.0  # seconds a run waits for the webhook receiver at most
 SKIP_MIGRATIONS = env_bool("SKIP_MIGRATIONS", True)
 
 # --- Access -----------------------------------------------------------------
@@ -135,6 +140,9 @@ else:
 
 RATELIMIT_VIEW = "accounts.views.ratelimited"
 RATELIMIT_IP_META_KEY = "accounts.ip.client_ip"
+# Console rate limits per client IP (django-ratelimit syntax, e.g. "5/m").
+CONSOLE_LOGIN_RATE = env_str("CONSOLE_LOGIN_RATE", "5/m")
+CONSOLE_RUN_RATE = env_str("CONSOLE_RUN_RATE", "10/m")
 # The local-memory cache is only acceptable in development and in management
 # commands; serving the console in production without Redis is refused in wsgi.py.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
@@ -150,6 +158,21 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONSOLE_TRUSTED_PROXIES else None
 X_FRAME_OPTIONS = "DENY"
+# Sent on every response (migration_console.ops.middleware); no CDN, no inline scripts.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 SESSION_COOKIE_HTTPONLY = True
 
 LOGGING = {

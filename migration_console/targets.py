@@ -6,7 +6,7 @@ message naming the offending key; nothing here ever prints a password.
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -21,7 +21,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 @dataclass(frozen=True)
 class TargetConfig:
     name: str
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password: never in reprs, logs or debug pages
     schema: str
     path: str
 
@@ -45,15 +45,37 @@ def _resolve_path(raw: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
 
 
-def _validate(name: str, dsn: str, schema: str, path: str, where: str) -> TargetConfig:
+def _check_dsn(dsn: str, key: str) -> None:
+    """A DSN psycopg can parse; the message never repeats the DSN (it may hold a password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not dsn.strip():
+        raise ImproperlyConfigured(f"{key}: missing")
+    try:
+        conninfo_to_dict(dsn)
+    except Exception:
+        raise ImproperlyConfigured(
+            f"{key}: not a valid PostgreSQL connection string (URI or key=value)"
+        ) from None
+
+
+def _validate(
+    name: str,
+    dsn: str,
+    schema: str,
+    path: str,
+    where: str,
+    keys: tuple[str, str, str] | None = None,
+) -> TargetConfig:
+    """``keys`` names the dsn, schema and path settings in messages (default ``where.dsn`` ...)."""
+    dsn_key, schema_key, path_key = keys or (f"{where}.dsn", f"{where}.schema", f"{where}.path")
     if not _NAME.match(name) or name == "default":
         raise ImproperlyConfigured(f"{where}: target name {name!r} is not a valid identifier")
-    if not dsn:
-        raise ImproperlyConfigured(f"{where}.dsn: missing")
+    _check_dsn(dsn, dsn_key)
     if not _SCHEMA.match(schema):
-        raise ImproperlyConfigured(f"{where}.schema: {schema!r} is not a plain identifier")
+        raise ImproperlyConfigured(f"{schema_key}: {schema!r} is not a plain identifier")
     if not os.path.isdir(path) or not os.access(path, os.R_OK | os.X_OK):
-        raise ImproperlyConfigured(f"{where}.path: {path} is not a readable directory")
+        raise ImproperlyConfigured(f"{path_key}: {path} is not a readable directory")
     return TargetConfig(name=name, dsn=dsn, schema=schema, path=path)
 
 
@@ -97,17 +119,30 @@ def load_targets_file(file_path: str, base_dir: Path) -> dict[str, TargetConfig]
 
     targets = {}
     for name, entry in data.items():
-        where = str(name)
+        where = f"MIGRATION_TARGETS_FILE {name}"
         if not isinstance(entry, dict):
             raise ImproperlyConfigured(f"{where}: expected a mapping with dsn, schema, path")
         unknown = sorted(set(map(str, entry)) - _ALLOWED_KEYS)
         if unknown:
-            raise ImproperlyConfigured(f"{where}.{unknown[0]}: unknown key")
-        dsn = expand_env(str(entry.get("dsn") or ""), f"{where}.dsn")
-        schema = expand_env(str(entry.get("schema") or "public"), f"{where}.schema")
-        raw_path = expand_env(str(entry.get("path") or "migrations_sql"), f"{where}.path")
-        targets[where] = _validate(
-            where, dsn, schema, _resolve_path(raw_path, base_dir), f"{where}"
+            raise ImproperlyConfigured(
+                f"{where}.{unknown[0]}: unknown key (allowed: dsn, schema, path)"
+            )
+        if "dsn" not in entry or entry["dsn"] is None:
+            raise ImproperlyConfigured(f"{where}.dsn: missing")
+        values = {}
+        for key, default in (("dsn", ""), ("schema", "public"), ("path", "migrations_sql")):
+            raw = entry.get(key)
+            if raw is None:
+                raw = default
+            if not isinstance(raw, str | int):
+                raise ImproperlyConfigured(f"{where}.{key}: expected a string")
+            values[key] = expand_env(str(raw), f"{where}.{key}")
+        targets[str(name)] = _validate(
+            str(name),
+            values["dsn"],
+            values["schema"],
+            _resolve_path(values["path"], base_dir),
+            where,
         )
     return targets
 
@@ -121,9 +156,14 @@ def load_targets(base_dir: Path, default_dsn: str) -> dict[str, TargetConfig]:
     targets_file = os.environ.get("MIGRATION_TARGETS_FILE")
     from_file = load_targets_file(targets_file, base_dir) if targets_file else {}
     if DEFAULT_TARGET not in from_file:
-        if not os.path.isdir(path):
-            raise ImproperlyConfigured(f"MIGRATIONS_PATH: {path} is not a readable directory")
-        targets[DEFAULT_TARGET] = _validate(DEFAULT_TARGET, dsn, schema, path, "DB_DSN")
+        targets[DEFAULT_TARGET] = _validate(
+            DEFAULT_TARGET,
+            dsn,
+            schema,
+            path,
+            "DB_DSN",
+            keys=("DB_DSN", "DB_SCHEMA", "MIGRATIONS_PATH"),
+        )
     targets.update(from_file)
     return targets
 

@@ -56,7 +56,7 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
             raw = handle.read()
     except OSError as exc:
         raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
-    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in raw else raw
     try:
         sql = normalised.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -65,7 +65,7 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         sql = sql[1:]
     if not sql.strip():
         raise MigrationSetError(filename, "empty file")
-    first_line = sql.split("\n", 1)[0].strip()
+    first_line = sql.partition("\n")[0].strip()
     parsed = _ParsedFile(
         sql=sql,
         checksum=hashlib.sha256(normalised).hexdigest(),
@@ -75,13 +75,35 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
     return parsed
 
 
+# The last good result per directory, keyed by every .sql entry's name and stat
+# signature: a polled status page pays one stat per file and nothing else.
+_listing_cache: dict[str, tuple[tuple, list[MigrationFile]]] = {}
+
+
 def discover(directory: str) -> list[MigrationFile]:
     """Return the up-migrations of ``directory`` in version order, or raise MigrationSetError."""
     try:
-        entries = list(os.scandir(directory))
+        entries = [entry for entry in os.scandir(directory) if entry.name.endswith(".sql")]
+        listing = tuple(
+            (entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ino, entry.is_file())
+            for entry, stat in ((entry, entry.stat()) for entry in entries)
+        )
+    except FileNotFoundError as exc:
+        if not os.path.isdir(directory):
+            raise MigrationSetError(directory, f"cannot list directory ({exc.strerror})") from None
+        listing = None  # a file vanished between listing and stat: take the slow path
     except OSError as exc:
         raise MigrationSetError(directory, f"cannot list directory ({exc.strerror})") from None
+    cached = _listing_cache.get(directory)
+    if listing is not None and cached is not None and cached[0] == listing:
+        return list(cached[1])
+    files = _discover_entries(entries)
+    if listing is not None:
+        _listing_cache[directory] = (listing, files)
+    return list(files)
 
+
+def _discover_entries(entries: list[os.DirEntry]) -> list[MigrationFile]:
     ups: dict[str, tuple[str, str, str, os.stat_result]] = {}
     downs: dict[str, str] = {}
     for entry in entries:
@@ -111,9 +133,7 @@ def discover(directory: str) -> list[MigrationFile]:
     for version, (_, filename, _, _) in ups.items():
         other = numeric.setdefault(int(version), filename)
         if other != filename:
-            raise MigrationSetError(
-                filename, f"duplicate version {int(version)} (also {other})"
-            )
+            raise MigrationSetError(filename, f"duplicate version {int(version)} (also {other})")
 
     files = []
     for version, (name, filename, path, stat) in ups.items():

@@ -75,3 +75,16 @@ class LockNotAcquired(MigrationConsoleError):
 
     def as_dict(self) -> dict:
         return {"error": self.error, "message": self.message, "holder": self.holder}
+
+
+class InvalidRequest(MigrationConsoleError):
+    """Bad arguments to an action (an unknown version, nothing to repair); nothing
+    was changed. Recorded as refused."""
+
+    exit_code = EXIT_BAD_INPUT
+    http_status = 400
+    error = "bad request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.versions: list[str] = []

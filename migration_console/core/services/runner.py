@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from migration_console.core.services.backup import backup_create
 from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import RunRefused
+from migration_console.core.services.lint import refuse_lint_errors
 from migration_console.core.services.locking import lock_acquire, lock_release
 from migration_console.core.services.sqlsplit import split_statements
 from migration_console.core.services.status import (
@@ -63,6 +65,10 @@ class RunOptions:
     use_lock: bool = True
     lock_wait: float | None = None
     expected_plan_hash: str | None = None
+    # pg_dump the target here before the first change (default MIGRATION_BACKUP_DIR).
+    backup_dir: str | None = None
+    # Refuse on error-level squawk findings in the plan.
+    strict_lint: bool = False
 
 
 @dataclass
@@ -71,6 +77,8 @@ class RunOutcome:
     target: str
     steps: list[StepResult] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
+    message: str = ""  # set by actions other than run (rollback, baseline, repair)
+    backup_file: str = ""
 
     @property
     def applied(self) -> list[StepResult]:
@@ -91,6 +99,9 @@ class RunObserver:
         pass
 
     def migration_finished(self, step: StepResult) -> None:
+        pass
+
+    def backup_created(self, path: str) -> None:
         pass
 
 
@@ -167,14 +178,26 @@ def _error_text(exc: Exception, migration: MigrationFile, offset: int) -> str:
     return text
 
 
-def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
-    from psycopg import sql
+_prefixes: dict[str, str] = {}
 
-    prefix = (
-        sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
-        .format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
-        .as_string(conn)
-    )
+
+def _transaction_prefix(conn) -> str:
+    """``BEGIN; SET LOCAL lock_timeout = '5s';``, composed once per setting value."""
+    timeout = settings.MIGRATION_LOCK_TIMEOUT
+    prefix = _prefixes.get(timeout)
+    if prefix is None:
+        from psycopg import sql
+
+        prefix = _prefixes[timeout] = (
+            sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
+            .format(sql.Literal(timeout))
+            .as_string(conn)
+        )
+    return prefix
+
+
+def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
+    prefix = _transaction_prefix(conn)
     record = completed_row_sql(
         conn,
         target.schema,
@@ -282,7 +305,6 @@ def migrations_apply(
         use_lock=options.use_lock,
         lock_wait=options.lock_wait,
     ) as conn:
-        tracking_ensure(conn, target.schema)
         status = build_status(target, files, tracking_rows(conn, target.schema))
         if options.expected_plan_hash and options.expected_plan_hash != status.plan_hash:
             raise RunRefused(
@@ -292,12 +314,26 @@ def migrations_apply(
             )
         refuse_unsafe_run(status, options)
         plan = [item.file for item in status.pending]
+        if plan and options.strict_lint:
+            refuse_lint_errors(plan)
         observer.plan_ready(status, plan)
         if not plan:
             return RunOutcome(status=UP_TO_DATE, target=target.name)
+        # Nothing has changed yet (not even the tracking table): a failed backup
+        # aborts here.
+        backup_dir = options.backup_dir or settings.MIGRATION_BACKUP_DIR
+        backup_file = ""
+        if backup_dir:
+            backup_file = backup_create(target, backup_dir)
+            observer.backup_created(backup_file)
+        tracking_ensure(conn, target.schema)
         steps = apply_plan(conn, target, plan, applied_by=actor, observer=observer)
     outcome = RunOutcome(
-        status=SUCCESS, target=target.name, steps=steps, planned=[m.version for m in plan]
+        status=SUCCESS,
+        target=target.name,
+        steps=steps,
+        planned=[m.version for m in plan],
+        backup_file=backup_file,
     )
     if outcome.failure:
         outcome.status = FAILED_OUTCOME

@@ -7,6 +7,7 @@ writes exactly one audit row with the outcome, whatever happens.
 
 import os
 import threading
+from collections.abc import Callable
 
 from django.db import connection
 from django.utils import timezone
@@ -15,6 +16,7 @@ from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.errors import (
+    InvalidRequest,
     LockNotAcquired,
     MigrationConsoleError,
     RunRefused,
@@ -26,7 +28,8 @@ from migration_console.core.services.runner import (
     StepResult,
     migrations_apply,
 )
-from migration_console.core.services.targets import target_get
+from migration_console.core.services.targets import Target, target_get
+from migration_console.ops.webhook import notify_run_finished
 
 PROGRESS_FLUSH_SECONDS = 0.3
 
@@ -73,6 +76,13 @@ class RunProgress(RunObserver):
             self._dirty = True
         self.inner.migration_finished(step)
 
+    def backup_created(self, path: str) -> None:
+        with self._lock:
+            self.run.backup_file = path
+        # Recorded at once: the run may still fail or be killed after it.
+        Run.objects.filter(pk=self.run.pk).update(backup_file=path)
+        self.inner.backup_created(path)
+
     def flush(self) -> None:
         with self._lock:
             if not self._dirty:
@@ -118,6 +128,7 @@ def run_create(
 _OUTCOME_FOR = {
     LockNotAcquired: (Run.State.LOCKED, AuditEvent.Outcome.LOCKED),
     RunRefused: (Run.State.REFUSED, AuditEvent.Outcome.REFUSED),
+    InvalidRequest: (Run.State.REFUSED, AuditEvent.Outcome.REFUSED),
 }
 
 
@@ -140,6 +151,50 @@ def run_execute(
     recording them, so each channel maps them to its own exit code or status.
     """
     options = options or RunOptions()
+
+    def operation(target: Target, progress: RunObserver) -> RunOutcome:
+        return migrations_apply(
+            target=target, actor=actor, channel=channel, options=options, observer=progress
+        )
+
+    return action_execute(
+        action="run",
+        operation=operation,
+        target_name=target_name,
+        actor=actor,
+        channel=channel,
+        observer=observer,
+        user=user,
+        client_ip=client_ip,
+        token_prefix=token_prefix,
+        path=path,
+        run=run,
+        plan_hash=options.expected_plan_hash or "",
+    )
+
+
+def action_execute(
+    *,
+    action: str,
+    operation: Callable[[Target, RunObserver], RunOutcome],
+    target_name: str,
+    actor: str,
+    channel: str,
+    observer: RunObserver | None = None,
+    user=None,
+    client_ip: str | None = None,
+    token_prefix: str = "",
+    path: str | None = None,
+    run: Run | None = None,
+    plan_hash: str = "",
+) -> RunOutcome:
+    """Record one action on a target (run, rollback, baseline, repair): the Run row
+    before the target is touched, its progress while ``operation(target, progress)``
+    works, and exactly one audit row with the outcome, whatever happens.
+
+    ``operation`` returns a RunOutcome (its ``message``, when set, is recorded) or
+    raises a service error, which is recorded and re-raised.
+    """
     if run is None:
         run = run_create(
             target_name=target_name,
@@ -147,7 +202,8 @@ def run_execute(
             channel=channel,
             user=user,
             client_ip=client_ip,
-            plan_hash=options.expected_plan_hash or "",
+            plan_hash=plan_hash,
+            action=action,
         )
     run.state = Run.State.RUNNING
     run.started_at = timezone.now()
@@ -155,6 +211,8 @@ def run_execute(
     run.save(update_fields=["state", "started_at", "pid"])
 
     def finish(state: str, outcome: str, message: str, migrations: list[str]) -> None:
+        if run.backup_file:
+            message = f"{message}; backup {run.backup_file}"
         run.state = state
         run.message = message
         run.finished_at = timezone.now()
@@ -173,16 +231,16 @@ def run_execute(
             token_prefix=token_prefix,
             run=run,
         )
+        notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded by a short timeout
 
     try:
         target = target_get(target_name, path=path)
         with RunProgress(run, observer) as progress:
-            outcome = migrations_apply(
-                target=target, actor=actor, channel=channel, options=options, observer=progress
-            )
+            outcome = operation(target, progress)
     except MigrationConsoleError as exc:
-        state, audit_outcome = _OUTCOME_FOR.get(
-            type(exc), (Run.State.ERROR, AuditEvent.Outcome.ERROR)
+        state, audit_outcome = next(
+            (found for kind, found in _OUTCOME_FOR.items() if isinstance(exc, kind)),
+            (Run.State.ERROR, AuditEvent.Outcome.ERROR),
         )
         finish(state, audit_outcome, exc.message, getattr(exc, "versions", []))
         raise
@@ -196,16 +254,21 @@ def run_execute(
         finish(
             Run.State.FAILED,
             AuditEvent.Outcome.FAILED,
-            f"{failure.version}_{failure.name} failed: {failure.error}",
+            outcome.message or f"{failure.version}_{failure.name} failed: {failure.error}",
             versions,
         )
     elif outcome.status == "up_to_date":
-        finish(Run.State.UP_TO_DATE, AuditEvent.Outcome.UP_TO_DATE, "no pending migrations", [])
+        finish(
+            Run.State.UP_TO_DATE,
+            AuditEvent.Outcome.UP_TO_DATE,
+            outcome.message or "no pending migrations",
+            [],
+        )
     else:
         finish(
             Run.State.SUCCESS,
             AuditEvent.Outcome.SUCCESS,
-            f"applied {len(outcome.applied)} migration(s)",
+            outcome.message or f"applied {len(outcome.applied)} migration(s)",
             versions,
         )
     return outcome

@@ -100,12 +100,26 @@ class TargetStatus:
             counts[item.status] += 1
         return counts
 
-    def as_dict(self) -> dict:
-        """SPEC's ``GET /admin/migrations/status`` shape."""
+    def as_dict(self, *, lint: bool = False) -> dict:
+        """SPEC's ``GET /admin/migrations/status`` shape; ``lint``: each pending item
+        also carries its squawk findings (``"lint"``)."""
+        findings = {}
+        if lint:
+            from migration_console.core.services.lint import lint_files
+
+            results = lint_files([item.file for item in self.pending])
+            findings = {version: result.as_dict() for version, result in results.items()}
+
+        def item_dict(item: MigrationItem) -> dict:
+            data = item.as_dict()
+            if item.version in findings and item.status in RUNNABLE_STATES:
+                data["lint"] = findings[item.version]
+            return data
+
         return {
             "database": self.target.name,
-            "all_migrations": [item.as_dict() for item in self.items],
-            "pending_migrations": [item.as_dict() for item in self.pending],
+            "all_migrations": [item_dict(item) for item in self.items],
+            "pending_migrations": [item_dict(item) for item in self.pending],
             "applied_migrations": [item.as_dict() for item in self.applied],
             "total": len(self.items),
             "pending_count": len(self.pending),

@@ -1,7 +1,7 @@
 """Look up configured targets and open connections to them."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -17,7 +17,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 @dataclass(frozen=True)
 class Target:
     name: str
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password
     schema: str
     path: str
 

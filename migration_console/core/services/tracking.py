@@ -1,5 +1,6 @@
 """The tracking table ``<schema>.schema_migrations`` in a target database."""
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,6 +77,7 @@ _SERVER_DURATION = sql.SQL(
 )
 
 
+@functools.lru_cache(maxsize=64)  # immutable, and composed once per file otherwise
 def upsert_statement(schema: str, *, server_duration: bool = False) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {table}"

@@ -84,6 +84,9 @@ class MaintenanceOutput(ConsoleOutput):
 
 class Command(BaseCommand):
     help = "Show, check and apply the SQL migrations of a target database."
+    # System checks would import every URLconf, view and admin module first; a
+    # Kubernetes Job or readiness probe needs none of them (`manage.py check` does).
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("action", nargs="?", default="run", choices=ACTIONS)
@@ -184,11 +187,11 @@ class Command(BaseCommand):
     def handle_status(self, target, options):
         status = target_status(target)
         if self.as_json:
-            self.emit_json(status.as_dict())
+            self.emit_json(status.as_dict(lint=True))
             return
         self.banner(target, "status")
-        for item in status.items:
-            self.say(self.status_line(item))
+        if status.items:  # one write for all lines rather than one per migration
+            self.say("\n".join(self.status_line(item) for item in status.items))
         counts = status.counts()
         self.say(RULE)
         self.say(" " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
@@ -319,6 +322,86 @@ class Command(BaseCommand):
             self.say(self.style.SUCCESS(
                 f" Applied {len(outcome.applied)} migration(s) in {format_duration(total)}."
             ))
+
+    def say_lint(self, result) -> None:
+        if result.unavailable:
+            self.say(self.style.WARNING(f"-- lint: {result.unavailable}"))
+            return
+        if not result.findings:
+            self.say("-- lint: no findings")
+            return
+        for finding in result.findings:
+            style = self.style.ERROR if finding.level == "error" else self.style.WARNING
+            self.say(style(f"-- lint {finding.describe()}"))
+
+    def handle_rollback(self, target, options):
+        self.handle_maintenance("rollback", target, options)
+
+    def handle_baseline(self, target, options):
+        self.handle_maintenance("baseline", target, options)
+
+    def handle_repair(self, target, options):
+        self.handle_maintenance("repair", target, options)
+
+    def handle_maintenance(self, action, target, options):
+        from migration_console.core.services.maintenance import (
+            maintenance_execute,
+            maintenance_preview,
+            maintenance_result,
+        )
+
+        version = options["version"]
+        if not version:
+            raise CommandError(
+                f"{action} needs a version, e.g. `migrate_sql {action} 003`",
+                returncode=EXIT_BAD_INPUT,
+            )
+        if options["mark_applied"] and action != "repair":
+            raise CommandError("--mark-applied belongs to repair", returncode=EXIT_BAD_INPUT)
+        actor, channel, run, expected = cli_actor(), "cli", None, None
+        if options["run_id"]:
+            run, actor, channel = self.claim_console_run(options["run_id"], target)
+            if run.action != action:
+                raise CommandError(
+                    f"run {run.pk} is a {run.action}, not a {action}", returncode=EXIT_BAD_INPUT
+                )
+            expected = run.plan_hash or None
+        elif not options["yes"]:
+            plan = maintenance_preview(
+                action=action, target_name=target.name, version=version, actor=actor,
+                channel=channel, mark_applied=options["mark_applied"], path=options["path"],
+            )
+            self.banner(target, f"{action} {version}")
+            for change in plan.changes:
+                self.say(f"  - {change.description}")
+            if plan.changes:
+                if not sys.stdin.isatty():
+                    raise CommandError(
+                        f"confirmation needed but there is no terminal; pass --yes to {action} "
+                        f"({len(plan.changes)} change(s)) without asking",
+                        returncode=EXIT_BAD_INPUT,
+                    )
+                answer = input(f"\n{len(plan.changes)} change(s). Continue? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    raise CommandError("aborted, nothing changed", returncode=EXIT_BAD_INPUT)
+            expected = plan.plan_hash
+        else:
+            self.banner(target, f"{action} {version}")
+
+        outcome = maintenance_execute(
+            action=action, target_name=target.name, version=version, actor=actor,
+            channel=channel, mark_applied=options["mark_applied"],
+            use_lock=not options["no_lock"] and options["safe"], expected_plan_hash=expected,
+            observer=MaintenanceOutput(self, action), path=options["path"], run=run,
+            user=run.user if run else None, client_ip=run.client_ip if run else None,
+        )
+        failure = outcome.failure
+        if self.as_json:
+            self.emit_json(maintenance_result(action, outcome))
+        if failure:
+            raise CommandError(outcome.message, returncode=EXIT_FAILED)
+        self.say(RULE)
+        self.say(self.style.SUCCESS(f" {outcome.message[:1].upper()}{outcome.message[1:]}."))
 
     @staticmethod
     def outcome_json(outcome) -> dict:

@@ -1,0 +1,347 @@
+"""The OpenAPI 3.1 document of the JSON API, served at /admin/migrations/openapi.json.
+
+Kept true by tests/test_api_openapi.py (every real answer validates against
+it) and by a schemathesis run against a live server.
+"""
+
+from functools import cache
+
+from migration_console.api import conf
+
+STATES = ["completed", "pending", "failed", "drifted", "missing", "out_of_order"]
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _nullable(kind: str, **extra) -> dict:
+    return {"type": [kind, "null"], **extra}
+
+
+SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "short machine-readable kind"},
+            "message": {"type": "string", "description": "what went wrong, for a person"},
+        },
+    },
+    "MigrationItem": {
+        "type": "object",
+        "required": ["version", "name", "status", "applied_at", "duration", "checksum"],
+        "properties": {
+            "version": {"type": "string", "examples": ["007"]},
+            "name": {"type": "string", "examples": ["add_new_feature"]},
+            "status": {"type": "string", "enum": STATES},
+            "applied_at": _nullable("string", format="date-time"),
+            "duration": _nullable("integer", minimum=0, description="nanoseconds"),
+            "checksum": {"type": "string", "description": "SHA-256 hex"},
+            "file_checksum": _nullable("string"),
+            "applied_by": _nullable("string"),
+            "error": _nullable("string"),
+            "no_transaction": {"type": "boolean"},
+            "lint": {
+                "type": "object",
+                "description": "pending items in status: squawk's findings for the file",
+                "properties": {
+                    "findings": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "rule": {"type": "string", "examples": ["adding-required-field"]},
+                                "level": {"type": "string", "enum": ["error", "warning"]},
+                                "line": {"type": "integer"},
+                                "message": {"type": "string"},
+                                "help": _nullable("string"),
+                            },
+                        },
+                    },
+                    "errors": {"type": "integer", "minimum": 0},
+                    "unavailable": _nullable("string"),
+                },
+            },
+        },
+    },
+    "LockHolder": {
+        "type": "object",
+        "required": ["pid", "user", "application_name", "since"],
+        "properties": {
+            "pid": {"type": "integer"},
+            "user": {"type": "string"},
+            "application_name": {"type": "string"},
+            "since": _nullable("string", format="date-time"),
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": [
+            "database",
+            "all_migrations",
+            "pending_migrations",
+            "applied_migrations",
+            "total",
+            "pending_count",
+            "applied_count",
+        ],
+        "properties": {
+            "database": {"type": "string"},
+            "all_migrations": {"type": "array", "items": _ref("MigrationItem")},
+            "pending_migrations": {"type": "array", "items": _ref("MigrationItem")},
+            "applied_migrations": {"type": "array", "items": _ref("MigrationItem")},
+            "total": {"type": "integer", "minimum": 0},
+            "pending_count": {"type": "integer", "minimum": 0},
+            "applied_count": {"type": "integer", "minimum": 0},
+            "lock_holder": {"oneOf": [_ref("LockHolder"), {"type": "null"}]},
+            "plan_hash": {"type": "string"},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["total", "migrations"],
+        "properties": {
+            "database": {"type": "string"},
+            "total": {"type": "integer", "minimum": 0},
+            "migrations": {"type": "array", "items": _ref("MigrationItem")},
+        },
+    },
+    "RunRequest": {
+        "type": "object",
+        "required": ["confirm"],
+        "additionalProperties": False,
+        "properties": {"confirm": {"const": True, "description": "must be the JSON value true"}},
+    },
+    "Step": {
+        "type": "object",
+        "required": ["version", "name", "status", "duration"],
+        "properties": {
+            "version": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["completed", "failed"]},
+            "duration": {"type": "integer", "minimum": 0, "description": "nanoseconds"},
+            "error": _nullable("string"),
+        },
+    },
+    "RunSuccess": {
+        "type": "object",
+        "required": ["status", "message", "applied_count", "applied_migrations"],
+        "properties": {
+            "status": {"const": "success"},
+            "message": {"type": "string"},
+            "applied_count": {"type": "integer", "minimum": 1},
+            "applied_migrations": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "RunUpToDate": {
+        "type": "object",
+        "required": ["status", "message"],
+        "properties": {
+            "status": {"const": "up_to_date"},
+            "message": {"const": "no pending migrations"},
+        },
+    },
+    "RunFailed": {
+        "type": "object",
+        "required": ["error", "details", "version"],
+        "properties": {
+            "error": {"const": "migration failed"},
+            "details": {"type": "string", "description": "the database's message"},
+            "version": {"type": "string", "description": "the migration that failed"},
+            "applied_count": {"type": "integer", "minimum": 0},
+            "applied_migrations": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "RollbackRequest": {
+        "type": "object",
+        "required": ["confirm", "to"],
+        "additionalProperties": False,
+        "properties": {
+            "confirm": {"const": True, "description": "must be the JSON value true"},
+            "to": {
+                "type": ["string", "integer"],
+                "description": "roll back every applied migration at or above this version",
+                "examples": ["003"],
+            },
+        },
+    },
+    "ActionResult": {
+        "type": "object",
+        "required": ["status", "action", "message", "count", "migrations"],
+        "properties": {
+            "status": {"enum": ["success", "up_to_date"]},
+            "action": {"type": "string", "examples": ["rollback"]},
+            "message": {"type": "string"},
+            "count": {"type": "integer", "minimum": 0},
+            "migrations": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "ActionFailed": {
+        "type": "object",
+        "required": ["error", "details", "version"],
+        "properties": {
+            "error": {"type": "string", "examples": ["rollback failed"]},
+            "details": {"type": "string", "description": "the database's message"},
+            "version": {"type": "string"},
+            "message": {"type": "string"},
+            "count": {"type": "integer", "minimum": 0},
+            "migrations": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "Locked": {
+        "type": "object",
+        "required": ["error", "message", "holder"],
+        "properties": {
+            "error": {"const": "locked"},
+            "message": {"type": "string"},
+            "holder": {"oneOf": [_ref("LockHolder"), {"type": "null"}]},
+        },
+    },
+    "Refused": {
+        "type": "object",
+        "required": ["error", "reason", "message", "versions"],
+        "properties": {
+            "error": {"const": "refused"},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+_ERROR = _ref("Error")
+DATABASE_PARAMETER = {
+    "name": "database",
+    "in": "query",
+    "required": False,
+    "description": "the target's name (default db_main); an unknown name is 404",
+    "schema": {"type": "string", "default": "db_main", "maxLength": 63},
+}
+_COMMON_ERRORS = {
+    "401": _json(_ERROR, "no, invalid, expired or revoked token"),
+    "403": _json(_ERROR, "not an active superuser, client IP not allowed, or CSRF failed"),
+    "404": _json(_ERROR, "unknown database"),
+    "405": _json(_ERROR, "wrong method (the Allow header names the right one)"),
+    "429": _json(_ERROR, "rate limited"),
+    "500": _json(_ERROR, "internal error (never a traceback)"),
+    "503": _json(_ERROR, "the target database is unreachable"),
+}
+
+
+def _read_operation(operation_id: str, summary: str, schema: str) -> dict:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [DATABASE_PARAMETER],
+            "responses": {"200": _json(_ref(schema), summary), **_COMMON_ERRORS},
+        }
+    }
+
+
+@cache
+def openapi_document() -> dict:
+    prefix = conf.PREFIX
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Migration Console API",
+            "version": "1.0.0",
+            "description": (
+                "Status, run and history of SQL migrations per target database. Every call "
+                "needs `Authorization: Bearer <token>` of an active superuser (or a superuser "
+                "session with CSRF) from an allowed network. Durations are nanoseconds. "
+                "Errors are JSON objects with `error` and `message`."
+            ),
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            f"{prefix}status": _read_operation(
+                "getStatus", "state of every migration of a target", "Status"
+            ),
+            f"{prefix}history": _read_operation(
+                "getHistory", "recorded migrations, newest first", "History"
+            ),
+            f"{prefix}run": {
+                "post": {
+                    "operationId": "runMigrations",
+                    "summary": "apply the pending migrations under the advisory lock and wait",
+                    "parameters": [DATABASE_PARAMETER],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("RunRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(
+                            {"oneOf": [_ref("RunSuccess"), _ref("RunUpToDate")]},
+                            "applied, or nothing was pending",
+                        ),
+                        "400": _json(_ERROR, "malformed or oversized body, or no confirm: true"),
+                        "409": _json(
+                            {"oneOf": [_ref("Locked"), _ref("Refused")]},
+                            "another run holds the lock, or the run would be unsafe",
+                        ),
+                        **_COMMON_ERRORS,
+                        "500": _json(
+                            {"oneOf": [_ref("RunFailed"), _ERROR]},
+                            "a migration failed (details: the database's message)",
+                        ),
+                    },
+                }
+            },
+            f"{prefix}rollback": {
+                "post": {
+                    "operationId": "rollbackMigrations",
+                    "summary": "run the down files newest first down to and including `to`",
+                    "parameters": [DATABASE_PARAMETER],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("RollbackRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("ActionResult"), "rolled back, or nothing to roll back"),
+                        "400": _json(_ERROR, "malformed body, no confirm: true, or a bad version"),
+                        "409": _json(
+                            {"oneOf": [_ref("Locked"), _ref("Refused")]},
+                            "another run holds the lock, or a down file is missing",
+                        ),
+                        **_COMMON_ERRORS,
+                        "500": _json(
+                            {"oneOf": [_ref("ActionFailed"), _ERROR]},
+                            "a down file failed (details: the database's message)",
+                        ),
+                    },
+                }
+            },
+            f"{prefix}openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "this document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "405": _json(_ERROR, "wrong method"),
+                        "429": _json(_ERROR, "rate limited"),
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from `manage.py create_api_token USER`",
+                }
+            },
+        },
+    }

@@ -1,0 +1,16 @@
+"""SPEC's JSON API paths. Included before the admin, whose catch-all would take them."""
+
+from django.urls import path, re_path
+
+from migration_console.api import views
+
+app_name = "migrations_api"
+
+urlpatterns = [
+    path("admin/migrations/status", views.status, name="status"),
+    path("admin/migrations/run", views.run, name="run"),
+    path("admin/migrations/rollback", views.rollback, name="rollback"),
+    path("admin/migrations/history", views.history, name="history"),
+    path("admin/migrations/openapi.json", views.openapi, name="openapi"),
+    re_path(r"^admin/migrations(?:/(?P<rest>.*))?$", views.not_found, name="not_found"),
+]

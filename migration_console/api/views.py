@@ -1,0 +1,121 @@
+"""The endpoints of SPEC's JSON API: each translates HTTP to one service call."""
+
+from django.http import HttpRequest
+from django.views import defaults
+
+from migration_console.api import conf
+from migration_console.api.endpoint import ApiRequest, api_endpoint, json_response
+from migration_console.api.errors import bad_request
+from migration_console.api.openapi import openapi_document
+from migration_console.core.services.maintenance import maintenance_execute, maintenance_result
+from migration_console.core.services.runner import RunOptions, RunOutcome
+from migration_console.core.services.runs import run_execute
+from migration_console.core.services.status import target_status
+
+
+@api_endpoint(methods=("GET",), action="status")
+def status(request: HttpRequest, api: ApiRequest):
+    return target_status(api.target()).as_dict(lint=True)
+
+
+@api_endpoint(methods=("GET",), action="history")
+def history(request: HttpRequest, api: ApiRequest):
+    """Every recorded migration (completed or failed), newest first, as ``migrate_sql
+    history --json`` prints it."""
+    state = target_status(api.target(), with_lock_holder=False)
+    recorded = sorted(
+        (item for item in state.items if item.row is not None),
+        key=lambda item: item.applied_at,
+        reverse=True,
+    )
+    return {
+        "database": state.target.name,
+        "total": len(recorded),
+        "migrations": [item.as_dict() for item in recorded],
+    }
+
+
+@api_endpoint(methods=("POST",), action="run", changes=True)
+def run(request: HttpRequest, api: ApiRequest):
+    body = api.json_body(allowed={"confirm"})
+    api.require_confirm(body)
+    target = api.target()
+    api.audited = True  # run_execute writes the audit row, whatever happens
+    outcome = run_execute(target_name=target.name, options=RunOptions(), **api.caller)
+    return run_answer(outcome)
+
+
+def run_answer(outcome: RunOutcome) -> tuple[int, dict]:
+    """The seed's answers: success / up_to_date (200) or migration failed (500)."""
+    applied = [step.as_dict() for step in outcome.applied]
+    failure = outcome.failure
+    if failure:
+        return 500, {
+            "error": "migration failed",
+            "details": failure.error,
+            "version": failure.version,
+            "applied_count": len(applied),
+            "applied_migrations": applied,
+        }
+    if outcome.status == "up_to_date":
+        return 200, {"status": "up_to_date", "message": "no pending migrations"}
+    return 200, {
+        "status": "success",
+        "message": "migrations completed successfully",
+        "applied_count": len(applied),
+        "applied_migrations": applied,
+    }
+
+
+@api_endpoint(methods=("POST",), action="rollback", changes=True)
+def rollback(request: HttpRequest, api: ApiRequest):
+    """Run the down files of every applied migration at or above ``"to"``, newest
+    first, under the lock; errors as for run (400, 409 locked/refused, 500 failed)."""
+    body = api.json_body(allowed={"confirm", "to"})
+    api.require_confirm(body)
+    version = body.get("to")
+    if isinstance(version, bool) or not isinstance(version, str | int):
+        raise bad_request('"to" must be the version to roll back to, e.g. "003"')
+    target = api.target()
+    api.audited = True  # maintenance_execute writes the audit row, whatever happens
+    outcome = maintenance_execute(
+        action="rollback", target_name=target.name, version=str(version), **api.caller
+    )
+    return (500 if outcome.failure else 200), maintenance_result("rollback", outcome)
+
+
+@api_endpoint(methods=("GET",), action="openapi", public=True)
+def openapi(request: HttpRequest, api: ApiRequest):
+    return openapi_document()
+
+
+def not_found(request: HttpRequest, rest: str = ""):
+    """Any other path under /admin/migrations/: a JSON 404, not the admin's page."""
+    return json_response(404, {"error": "not found", "message": "no such API endpoint"})
+
+
+# Project-wide error handlers (migration_console.urls): JSON on API paths, else Django's.
+def error_400(request, exception=None):
+    if conf.is_api_path(request.path):
+        return json_response(400, {"error": "bad request", "message": "bad request"})
+    return defaults.bad_request(request, exception)
+
+
+def error_403(request, exception=None):
+    if conf.is_api_path(request.path):
+        return json_response(403, {"error": "forbidden", "message": "forbidden"})
+    return defaults.permission_denied(request, exception)
+
+
+def error_404(request, exception=None):
+    if conf.is_api_path(request.path):
+        return not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def error_500(request):
+    if conf.is_api_path(request.path):
+        return json_response(
+            500, {"error": "internal error", "message": "the server failed; see its log"}
+        )
+    return defaults.server_error(request)

@@ -1,0 +1,94 @@
+"""``/metrics``: Prometheus text, read from the target databases at scrape time.
+
+A custom collector (as django-rq's ``metrics_collector.py`` does) asks the service
+layer for each target's status on every scrape, so every gunicorn worker reports
+the same truth and nothing is kept in process memory. Each scrape builds its own
+``CollectorRegistry``: the global default registry is never touched.
+"""
+
+import logging
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from accounts.ip import client_ip, ip_allowed
+from migration_console.core.services.status import target_status
+from migration_console.core.services.targets import target_get, target_names
+
+logger = logging.getLogger(__name__)
+
+DURATION = "migration_console_migration_duration_seconds"
+TOTAL = "migration_console_migrations_total"
+PENDING = "migration_console_pending_migrations"
+LOCK_HELD = "migration_console_lock_held"
+SERIES = (DURATION, TOTAL, PENDING, LOCK_HELD)
+
+
+class TargetCollector:
+    """Yields SPEC's four series for every configured target.
+
+    ``migrations_total`` counts migrations per state (it can go down after a
+    rollback), so it is exposed as a gauge under SPEC's name. A target that cannot
+    be read is logged and left out of this scrape rather than failing the others.
+    """
+
+    def collect(self):
+        duration = GaugeMetricFamily(
+            DURATION,
+            "Duration of each recorded migration, from the tracking table.",
+            labels=["database", "version", "status"],
+        )
+        total = GaugeMetricFamily(
+            TOTAL,
+            "Number of migrations of a target per state.",
+            labels=["database", "status"],
+        )
+        pending = GaugeMetricFamily(
+            PENDING,
+            "Migrations that `migrate_sql run` would apply now.",
+            labels=["database"],
+        )
+        lock_held = GaugeMetricFamily(
+            LOCK_HELD,
+            "1 while a runner holds the target's advisory lock.",
+            labels=["database"],
+        )
+        for name in target_names():
+            try:
+                status = target_status(target_get(name))
+            except Exception as exc:
+                message = getattr(exc, "message", None) or type(exc).__name__
+                logger.warning("metrics: cannot read target %s: %s", name, message)
+                continue
+            for item in status.items:
+                if item.row is not None:
+                    duration.add_metric(
+                        [name, item.version, item.status], (item.duration_ns or 0) / 1e9
+                    )
+            for state, count in status.counts().items():
+                total.add_metric([name, state], count)
+            pending.add_metric([name], len(status.pending))
+            lock_held.add_metric([name], 1 if status.lock_holder else 0)
+        yield duration
+        yield total
+        yield pending
+        yield lock_held
+
+
+def metrics_text() -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TargetCollector())
+    return generate_latest(registry)
+
+
+@never_cache
+@require_GET
+def metrics(request):
+    ip = client_ip(request)
+    if not ip_allowed(ip):
+        logger.warning("metrics: refused client %s (not in CONSOLE_ALLOWED_NETWORKS)", ip)
+        return JsonResponse({"error": "forbidden", "details": "client IP not allowed"}, status=403)
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
