@@ -16,7 +16,7 @@ class SchemaMigration(models.Model):
     applied_at = models.DateTimeField()
     duration_ns = models.BigIntegerField()
     applied_by = models.TextField()
-    error = models.TextField(null=True)
+    error = models.TextField(null=True)  # noqa: DJ001 - mirrors the target's nullable column
 
     class Meta:
         managed = False
@@ -48,7 +48,12 @@ class Run(models.Model):
         ERROR = "error"
 
     FINISHED_STATES = (
-        State.SUCCESS, State.UP_TO_DATE, State.FAILED, State.REFUSED, State.LOCKED, State.ERROR
+        State.SUCCESS,
+        State.UP_TO_DATE,
+        State.FAILED,
+        State.REFUSED,
+        State.LOCKED,
+        State.ERROR,
     )
 
     target = models.CharField(max_length=63)
@@ -126,4 +131,3 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
-

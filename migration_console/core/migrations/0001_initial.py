@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,72 +14,164 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='SchemaMigration',
+            name="SchemaMigration",
             fields=[
-                ('version', models.TextField(primary_key=True, serialize=False)),
-                ('name', models.TextField()),
-                ('checksum', models.TextField()),
-                ('status', models.TextField()),
-                ('applied_at', models.DateTimeField()),
-                ('duration_ns', models.BigIntegerField()),
-                ('applied_by', models.TextField()),
-                ('error', models.TextField(null=True)),
+                ("version", models.TextField(primary_key=True, serialize=False)),
+                ("name", models.TextField()),
+                ("checksum", models.TextField()),
+                ("status", models.TextField()),
+                ("applied_at", models.DateTimeField()),
+                ("duration_ns", models.BigIntegerField()),
+                ("applied_by", models.TextField()),
+                ("error", models.TextField(null=True)),
             ],
             options={
-                'db_table': 'schema_migrations',
-                'ordering': ['version'],
-                'managed': False,
+                "db_table": "schema_migrations",
+                "ordering": ["version"],
+                "managed": False,
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('target', models.CharField(max_length=63)),
-                ('action', models.CharField(default='run', max_length=32)),
-                ('channel', models.CharField(choices=[('console', 'Console'), ('api', 'Api'), ('cli', 'Cli'), ('startup', 'Startup')], max_length=16)),
-                ('requested_by', models.CharField(max_length=150)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('plan_hash', models.CharField(blank=True, max_length=64)),
-                ('planned', models.JSONField(default=list)),
-                ('steps', models.JSONField(default=list)),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('success', 'Success'), ('up_to_date', 'Up To Date'), ('failed', 'Failed'), ('refused', 'Refused'), ('locked', 'Locked'), ('error', 'Error')], default='queued', max_length=16)),
-                ('message', models.TextField(blank=True)),
-                ('current_version', models.CharField(blank=True, max_length=64)),
-                ('backup_file', models.CharField(blank=True, max_length=500)),
-                ('pid', models.IntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("target", models.CharField(max_length=63)),
+                ("action", models.CharField(default="run", max_length=32)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("console", "Console"),
+                            ("api", "Api"),
+                            ("cli", "Cli"),
+                            ("startup", "Startup"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("requested_by", models.CharField(max_length=150)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("plan_hash", models.CharField(blank=True, max_length=64)),
+                ("planned", models.JSONField(default=list)),
+                ("steps", models.JSONField(default=list)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("success", "Success"),
+                            ("up_to_date", "Up To Date"),
+                            ("failed", "Failed"),
+                            ("refused", "Refused"),
+                            ("locked", "Locked"),
+                            ("error", "Error"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("message", models.TextField(blank=True)),
+                ("current_version", models.CharField(blank=True, max_length=64)),
+                ("backup_file", models.CharField(blank=True, max_length=500)),
+                ("pid", models.IntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.CharField(db_index=True, max_length=150)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('channel', models.CharField(choices=[('console', 'Console'), ('api', 'Api'), ('cli', 'Cli'), ('startup', 'Startup')], max_length=16)),
-                ('target', models.CharField(blank=True, max_length=63)),
-                ('action', models.CharField(db_index=True, max_length=32)),
-                ('outcome', models.CharField(choices=[('success', 'Success'), ('up_to_date', 'Up To Date'), ('failed', 'Failed'), ('denied', 'Denied'), ('rate_limited', 'Rate Limited'), ('refused', 'Refused'), ('locked', 'Locked'), ('error', 'Error'), ('started', 'Started'), ('viewed', 'Viewed')], db_index=True, max_length=16)),
-                ('migrations', models.JSONField(blank=True, default=list)),
-                ('message', models.TextField(blank=True)),
-                ('token_prefix', models.CharField(blank=True, max_length=16)),
-                ('user', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, to='core.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("actor", models.CharField(db_index=True, max_length=150)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("console", "Console"),
+                            ("api", "Api"),
+                            ("cli", "Cli"),
+                            ("startup", "Startup"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("target", models.CharField(blank=True, max_length=63)),
+                ("action", models.CharField(db_index=True, max_length=32)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("success", "Success"),
+                            ("up_to_date", "Up To Date"),
+                            ("failed", "Failed"),
+                            ("denied", "Denied"),
+                            ("rate_limited", "Rate Limited"),
+                            ("refused", "Refused"),
+                            ("locked", "Locked"),
+                            ("error", "Error"),
+                            ("started", "Started"),
+                            ("viewed", "Viewed"),
+                        ],
+                        db_index=True,
+                        max_length=16,
+                    ),
+                ),
+                ("migrations", models.JSONField(blank=True, default=list)),
+                ("message", models.TextField(blank=True)),
+                ("token_prefix", models.CharField(blank=True, max_length=16)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        to="core.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['target', '-created_at'], name='core_run_target_1defca_idx'),
+            model_name="run",
+            index=models.Index(fields=["target", "-created_at"], name="core_run_target_1defca_idx"),
         ),
     ]

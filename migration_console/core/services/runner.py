@@ -120,8 +120,9 @@ def target_session(
     try:
         key = None
         if lock_conn is not None:
-            key = lock_acquire(lock_conn, target.schema, wait_seconds=wait,
-                               database_label=target.name)
+            key = lock_acquire(
+                lock_conn, target.schema, wait_seconds=wait, database_label=target.name
+            )
         with target_connect(target, application_name=name) as conn:
             yield conn
         if key is not None:

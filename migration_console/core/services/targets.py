@@ -60,9 +60,7 @@ def target_connect(target: Target, *, application_name: str, autocommit: bool = 
     options = params.pop("options", "")
     options = f"{options} -c client_connection_check_interval={CONNECTION_CHECK_INTERVAL}".strip()
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-    conninfo = make_conninfo(
-        **params, application_name=application_name[:63], options=options
-    )
+    conninfo = make_conninfo(**params, application_name=application_name[:63], options=options)
     try:
         return psycopg.connect(conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:

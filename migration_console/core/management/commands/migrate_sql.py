@@ -10,7 +10,6 @@ import json
 import sys
 
 import psycopg
-
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
@@ -90,31 +89,68 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", nargs="?", default="run", choices=ACTIONS)
-        parser.add_argument("version", nargs="?",
-                            help="rollback/baseline/repair: the migration version")
-        parser.add_argument("--status", action="store_const", const="status", dest="status_flag",
-                            help="alias of the status action")
-        parser.add_argument("--database", default=DEFAULT_TARGET,
-                            help="target name (default db_main)")
+        parser.add_argument(
+            "version", nargs="?", help="rollback/baseline/repair: the migration version"
+        )
+        parser.add_argument(
+            "--status",
+            action="store_const",
+            const="status",
+            dest="status_flag",
+            help="alias of the status action",
+        )
+        parser.add_argument(
+            "--database", default=DEFAULT_TARGET, help="target name (default db_main)"
+        )
         parser.add_argument("--path", help="directory of migration files (default: the target's)")
-        parser.add_argument("--yes", "-y", "--no-input", "--noinput", action="store_true",
-                            dest="yes", help="do not ask for confirmation")
-        parser.add_argument("--no-lock", action="store_true", dest="no_lock",
-                            help="skip the advisory lock (one-instance use only)")
-        parser.add_argument("--safe", type=parse_bool, default=True, metavar="BOOL",
-                            help="--safe=false is an alias of --no-lock")
-        parser.add_argument("--json", action="store_true", dest="as_json",
-                            help="machine-readable output (the API's shapes)")
+        parser.add_argument(
+            "--yes",
+            "-y",
+            "--no-input",
+            "--noinput",
+            action="store_true",
+            dest="yes",
+            help="do not ask for confirmation",
+        )
+        parser.add_argument(
+            "--no-lock",
+            action="store_true",
+            dest="no_lock",
+            help="skip the advisory lock (one-instance use only)",
+        )
+        parser.add_argument(
+            "--safe",
+            type=parse_bool,
+            default=True,
+            metavar="BOOL",
+            help="--safe=false is an alias of --no-lock",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="machine-readable output (the API's shapes)",
+        )
         parser.add_argument("--allow-out-of-order", action="store_true")
         parser.add_argument("--allow-drift", action="store_true")
-        parser.add_argument("--backup", dest="backup_dir", metavar="DIR",
-                            help="run: pg_dump the target into DIR before the first change "
-                                 "(default MIGRATION_BACKUP_DIR)")
-        parser.add_argument("--strict-lint", action="store_true",
-                            help="run: refuse on error-level squawk findings")
-        parser.add_argument("--mark-applied", action="store_true",
-                            help="repair: record a failed migration as completed (fixed by hand)")
-        parser.add_argument("--run-id", type=int, help="execute a run queued by the console (internal)")
+        parser.add_argument(
+            "--backup",
+            dest="backup_dir",
+            metavar="DIR",
+            help="run: pg_dump the target into DIR before the first change "
+            "(default MIGRATION_BACKUP_DIR)",
+        )
+        parser.add_argument(
+            "--strict-lint", action="store_true", help="run: refuse on error-level squawk findings"
+        )
+        parser.add_argument(
+            "--mark-applied",
+            action="store_true",
+            help="repair: record a failed migration as completed (fixed by hand)",
+        )
+        parser.add_argument(
+            "--run-id", type=int, help="execute a run queued by the console (internal)"
+        )
 
     # --- output helpers -----------------------------------------------------
     def say(self, message: str = "", ending: str | None = None) -> None:
@@ -194,8 +230,11 @@ class Command(BaseCommand):
             self.say("\n".join(self.status_line(item) for item in status.items))
         counts = status.counts()
         self.say(RULE)
-        self.say(" " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-                 if status.items else " no migration files")
+        self.say(
+            " " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+            if status.items
+            else " no migration files"
+        )
         if status.lock_holder:
             self.say(f" locked by {status.lock_holder.describe()}")
 
@@ -203,7 +242,8 @@ class Command(BaseCommand):
         status = target_status(target, with_lock_holder=False)
         applied = sorted(
             (i for i in status.items if i.row is not None),
-            key=lambda i: i.applied_at, reverse=True,
+            key=lambda i: i.applied_at,
+            reverse=True,
         )
         if self.as_json:
             self.emit_json({"total": len(applied), "migrations": [i.as_dict() for i in applied]})
@@ -221,14 +261,21 @@ class Command(BaseCommand):
         status = target_status(target, with_lock_holder=False)
         problems = [i for i in status.items if i.status != "completed"]
         if self.as_json:
-            self.emit_json({"database": target.name, "ok": not problems,
-                            "counts": status.counts(),
-                            "problems": [i.as_dict() for i in problems]})
+            self.emit_json(
+                {
+                    "database": target.name,
+                    "ok": not problems,
+                    "counts": status.counts(),
+                    "problems": [i.as_dict() for i in problems],
+                }
+            )
         else:
             for item in problems:
                 self.say(self.status_line(item))
-            self.say(f"{target.name}: " + ("up to date" if not problems else
-                     f"{len(problems)} migration(s) need attention"))
+            self.say(
+                f"{target.name}: "
+                + ("up to date" if not problems else f"{len(problems)} migration(s) need attention")
+            )
         if problems:
             raise CommandError(f"{target.name} is not up to date", returncode=EXIT_FAILED)
 
@@ -239,22 +286,26 @@ class Command(BaseCommand):
         pending = status.pending
         lint = lint_files([i.file for i in pending])
         if self.as_json:
-            self.emit_json({
-                "database": target.name,
-                "plan_hash": status.plan_hash,
-                "pending_migrations": [
-                    {**i.as_dict(), "sql": i.file.sql, "lint": lint[i.version].as_dict()}
-                    for i in pending
-                ],
-            })
+            self.emit_json(
+                {
+                    "database": target.name,
+                    "plan_hash": status.plan_hash,
+                    "pending_migrations": [
+                        {**i.as_dict(), "sql": i.file.sql, "lint": lint[i.version].as_dict()}
+                        for i in pending
+                    ],
+                }
+            )
             return
         self.banner(target, "plan (nothing is executed)")
         for item in pending:
             mode = "no transaction" if item.no_transaction else "one transaction"
-            self.say(self.style.MIGRATE_LABEL(
-                f"-- {item.file.filename}  [{STATE_MARKS[item.status]}, {mode}, "
-                f"sha256 {item.checksum[:12]}]"
-            ))
+            self.say(
+                self.style.MIGRATE_LABEL(
+                    f"-- {item.file.filename}  [{STATE_MARKS[item.status]}, {mode}, "
+                    f"sha256 {item.checksum[:12]}]"
+                )
+            )
             self.say(item.file.sql.rstrip("\n"))
             self.say_lint(lint[item.version])
             self.say("")
@@ -297,9 +348,15 @@ class Command(BaseCommand):
             self.banner(target, "run")
 
         outcome = run_execute(
-            target_name=target.name, actor=actor, channel=channel, options=run_options,
-            observer=ConsoleOutput(self), path=options["path"], run=run,
-            user=run.user if run else None, client_ip=run.client_ip if run else None,
+            target_name=target.name,
+            actor=actor,
+            channel=channel,
+            options=run_options,
+            observer=ConsoleOutput(self),
+            path=options["path"],
+            run=run,
+            user=run.user if run else None,
+            client_ip=run.client_ip if run else None,
         )
         failure = outcome.failure
         if self.as_json:
@@ -319,9 +376,11 @@ class Command(BaseCommand):
             self.say(self.style.SUCCESS(" Database is up to date; no pending migrations."))
         else:
             total = sum(step.duration_ns for step in outcome.steps)
-            self.say(self.style.SUCCESS(
-                f" Applied {len(outcome.applied)} migration(s) in {format_duration(total)}."
-            ))
+            self.say(
+                self.style.SUCCESS(
+                    f" Applied {len(outcome.applied)} migration(s) in {format_duration(total)}."
+                )
+            )
 
     def say_lint(self, result) -> None:
         if result.unavailable:
@@ -368,8 +427,13 @@ class Command(BaseCommand):
             expected = run.plan_hash or None
         elif not options["yes"]:
             plan = maintenance_preview(
-                action=action, target_name=target.name, version=version, actor=actor,
-                channel=channel, mark_applied=options["mark_applied"], path=options["path"],
+                action=action,
+                target_name=target.name,
+                version=version,
+                actor=actor,
+                channel=channel,
+                mark_applied=options["mark_applied"],
+                path=options["path"],
             )
             self.banner(target, f"{action} {version}")
             for change in plan.changes:
@@ -389,11 +453,19 @@ class Command(BaseCommand):
             self.banner(target, f"{action} {version}")
 
         outcome = maintenance_execute(
-            action=action, target_name=target.name, version=version, actor=actor,
-            channel=channel, mark_applied=options["mark_applied"],
-            use_lock=not options["no_lock"] and options["safe"], expected_plan_hash=expected,
-            observer=MaintenanceOutput(self, action), path=options["path"], run=run,
-            user=run.user if run else None, client_ip=run.client_ip if run else None,
+            action=action,
+            target_name=target.name,
+            version=version,
+            actor=actor,
+            channel=channel,
+            mark_applied=options["mark_applied"],
+            use_lock=not options["no_lock"] and options["safe"],
+            expected_plan_hash=expected,
+            observer=MaintenanceOutput(self, action),
+            path=options["path"],
+            run=run,
+            user=run.user if run else None,
+            client_ip=run.client_ip if run else None,
         )
         failure = outcome.failure
         if self.as_json:
@@ -406,22 +478,27 @@ class Command(BaseCommand):
     @staticmethod
     def outcome_json(outcome) -> dict:
         if outcome.failure:
-            return {"error": "migration failed", "details": outcome.failure.error,
-                    "version": outcome.failure.version,
-                    "applied_migrations": [s.as_dict() for s in outcome.applied]}
+            return {
+                "error": "migration failed",
+                "details": outcome.failure.error,
+                "version": outcome.failure.version,
+                "applied_migrations": [s.as_dict() for s in outcome.applied],
+            }
         if outcome.status == "up_to_date":
             return {"status": "up_to_date", "message": "no pending migrations"}
-        return {"status": "success",
-                "message": f"applied {len(outcome.applied)} migration(s)",
-                "applied_count": len(outcome.applied),
-                "applied_migrations": [s.as_dict() for s in outcome.applied]}
+        return {
+            "status": "success",
+            "message": f"applied {len(outcome.applied)} migration(s)",
+            "applied_count": len(outcome.applied),
+            "applied_migrations": [s.as_dict() for s in outcome.applied],
+        }
 
     def claim_console_run(self, run_id: int, target):
         from migration_console.core.models import Run
 
-        updated = Run.objects.filter(
-            pk=run_id, state=Run.State.QUEUED, target=target.name
-        ).update(state=Run.State.RUNNING)
+        updated = Run.objects.filter(pk=run_id, state=Run.State.QUEUED, target=target.name).update(
+            state=Run.State.RUNNING
+        )
         if not updated:
             raise CommandError(
                 f"run {run_id} is not a queued run of {target.name}", returncode=EXIT_BAD_INPUT
