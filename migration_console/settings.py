@@ -143,6 +143,8 @@ RATELIMIT_IP_META_KEY = "accounts.ip.client_ip"
 # Console rate limits per client IP (django-ratelimit syntax, e.g. "5/m").
 CONSOLE_LOGIN_RATE = env_str("CONSOLE_LOGIN_RATE", "5/m")
 CONSOLE_RUN_RATE = env_str("CONSOLE_RUN_RATE", "10/m")
+MIGRATION_API_RATE_READ = env_str("MIGRATION_API_RATE_READ", "120/m")
+MIGRATION_API_RATE_RUN = env_str("MIGRATION_API_RATE_RUN", "6/m")
 # The local-memory cache is only acceptable in development and in management
 # commands; serving the console in production without Redis is refused in wsgi.py.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
