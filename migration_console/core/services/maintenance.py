@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from psycopg import sql
 
 from migration_console.core.services.discovery import (
@@ -46,11 +45,12 @@ from migration_console.core.services.runner import (
     UP_TO_DATE,
     RunObserver,
     RunOutcome,
+    ScriptFailed,
     StepResult,
-    _error_text,
+    execute_in_transaction,
+    execute_statements,
     target_session,
 )
-from migration_console.core.services.sqlsplit import split_statements
 from migration_console.core.services.status import (
     COMPLETED,
     DRIFTED,
@@ -349,32 +349,26 @@ class _StepFailed(Exception):
 
 def _run_down(conn, target: Target, change: Change) -> None:
     down = change.file
-    timeout = sql.Literal(settings.MIGRATION_LOCK_TIMEOUT)
     if down.no_transaction:
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(timeout))
-        for statement in split_statements(down.sql):
-            try:
-                conn.execute(statement.encode())
-            except Exception as exc:
-                raise _StepFailed(
-                    _error_text(exc, down, 0)
-                    + f"\n{down.filename} runs outside a transaction: the database may be "
-                    "half rolled back; its tracking row was kept"
-                ) from exc
+        try:
+            execute_statements(conn, down)
+        except ScriptFailed as failure:
+            raise _StepFailed(
+                f"{failure}\n{down.filename} runs outside a transaction: the database may be "
+                "half rolled back; its tracking row was kept"
+            ) from failure
         with conn.transaction():
             tracking_delete(conn, target.schema, change.version)
         return
-    prefix = sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n").format(timeout).as_string(conn)
     delete = (
         sql.SQL("DELETE FROM {} WHERE version = {}")
         .format(table_identifier(target.schema), sql.Literal(change.version))
         .as_string(conn)
     )
     try:
-        conn.execute(f"{prefix}{down.sql}\n;\n{delete};\nCOMMIT;".encode())
-    except Exception as exc:
-        conn.execute("ROLLBACK")
-        raise _StepFailed(_error_text(exc, down, len(prefix))) from exc
+        execute_in_transaction(conn, down, delete)
+    except ScriptFailed as failure:
+        raise _StepFailed(str(failure)) from failure
 
 
 def _record(conn, target: Target, change: Change, applied_by: str) -> None:

@@ -197,8 +197,39 @@ def _transaction_prefix(conn) -> str:
     return prefix
 
 
-def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
+class ScriptFailed(Exception):
+    """A migration or down file failed; the message is the database's, with its line."""
+
+
+def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
+    """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
+    sent as one query string: one round trip, applied entirely or not at all."""
     prefix = _transaction_prefix(conn)
+    # The newline ends a trailing "--" comment in the file before our statements.
+    query = f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
+    try:
+        conn.execute(query.encode())
+    except Exception as exc:
+        conn.execute("ROLLBACK")
+        raise ScriptFailed(_error_text(exc, script, len(prefix))) from exc
+
+
+def execute_statements(conn, script: MigrationFile) -> None:
+    """Run a no-transaction file statement by statement in autocommit (PostgreSQL runs
+    a multi-statement string as one implicit transaction, which CONCURRENTLY refuses)."""
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
+    )
+    for statement in split_statements(script.sql):
+        try:
+            conn.execute(statement.encode())
+        except Exception as exc:
+            raise ScriptFailed(_error_text(exc, script, 0)) from exc
+
+
+def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
     record = completed_row_sql(
         conn,
         target.schema,
@@ -207,28 +238,13 @@ def _apply_transactional(conn, target: Target, migration: MigrationFile, applied
         checksum=migration.checksum,
         applied_by=applied_by,
     )
-    # The newline ends a trailing "--" comment in the file before our statements.
-    query = f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT;"
-    try:
-        conn.execute(query.encode())
-    except Exception as exc:
-        conn.execute("ROLLBACK")
-        raise _MigrationFailed(_error_text(exc, migration, len(prefix))) from exc
+    execute_in_transaction(conn, migration, record)
 
 
 def _apply_without_transaction(
     conn, target: Target, migration: MigrationFile, applied_by: str, started: int
 ) -> None:
-    from psycopg import sql
-
-    conn.execute(
-        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
-    )
-    for statement in split_statements(migration.sql):
-        try:
-            conn.execute(statement.encode())
-        except Exception as exc:
-            raise _MigrationFailed(_error_text(exc, migration, 0)) from exc
+    execute_statements(conn, migration)
     tracking_record(
         conn,
         target.schema,
@@ -239,10 +255,6 @@ def _apply_without_transaction(
         duration_ns=time.perf_counter_ns() - started,
         applied_by=applied_by,
     )
-
-
-class _MigrationFailed(Exception):
-    pass
 
 
 def apply_plan(
@@ -262,7 +274,7 @@ def apply_plan(
                 _apply_without_transaction(conn, target, migration, applied_by, started)
             else:
                 _apply_transactional(conn, target, migration, applied_by)
-        except _MigrationFailed as failure:
+        except ScriptFailed as failure:
             duration = time.perf_counter_ns() - started
             tracking_record(
                 conn,
