@@ -1,21 +1,27 @@
 """The endpoints of SPEC's JSON API: each translates HTTP to one service call."""
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 
 from migration_console.api import conf
 from migration_console.api.endpoint import ApiRequest, api_endpoint, json_response
 from migration_console.api.errors import bad_request
 from migration_console.api.openapi import openapi_document
+from migration_console.core.formatting import run_answer
 from migration_console.core.services.maintenance import maintenance_execute, maintenance_result
-from migration_console.core.services.runner import RunOptions, RunOutcome
+from migration_console.core.services.runner import RunOptions
 from migration_console.core.services.runs import run_execute
-from migration_console.core.services.status import target_status
+from migration_console.core.services.status import target_status, target_status_json
 
 
 @api_endpoint(methods=("GET",), action="status")
 def status(request: HttpRequest, api: ApiRequest):
-    return target_status(api.target()).as_dict(lint=True)
+    """SPEC's status JSON, served as cached bytes while the files, the tracking rows
+    and the lock holder are unchanged (see ``target_status_json``)."""
+    body = target_status_json(api.target(), lint=True)
+    response = HttpResponse(body, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @api_endpoint(methods=("GET",), action="history")
@@ -43,28 +49,6 @@ def run(request: HttpRequest, api: ApiRequest):
     api.audited = True  # run_execute writes the audit row, whatever happens
     outcome = run_execute(target_name=target.name, options=RunOptions(), **api.caller)
     return run_answer(outcome)
-
-
-def run_answer(outcome: RunOutcome) -> tuple[int, dict]:
-    """The seed's answers: success / up_to_date (200) or migration failed (500)."""
-    applied = [step.as_dict() for step in outcome.applied]
-    failure = outcome.failure
-    if failure:
-        return 500, {
-            "error": "migration failed",
-            "details": failure.error,
-            "version": failure.version,
-            "applied_count": len(applied),
-            "applied_migrations": applied,
-        }
-    if outcome.status == "up_to_date":
-        return 200, {"status": "up_to_date", "message": "no pending migrations"}
-    return 200, {
-        "status": "success",
-        "message": "migrations completed successfully",
-        "applied_count": len(applied),
-        "applied_migrations": applied,
-    }
 
 
 @api_endpoint(methods=("POST",), action="rollback", changes=True)

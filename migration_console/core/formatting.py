@@ -22,3 +22,26 @@ STATE_MARKS = {
     "missing": "MISSING",
     "out_of_order": "OUT-OF-ORDER",
 }
+
+
+def run_answer(outcome) -> tuple[int, dict]:
+    """The seed's answer to a run, shared by the API and ``migrate_sql run --json``:
+    success / up_to_date (HTTP 200) or migration failed (HTTP 500)."""
+    applied = [step.as_dict() for step in outcome.applied]
+    failure = outcome.failure
+    if failure:
+        return 500, {
+            "error": "migration failed",
+            "details": failure.error,
+            "version": failure.version,
+            "applied_count": len(applied),
+            "applied_migrations": applied,
+        }
+    if outcome.status == "up_to_date":
+        return 200, {"status": "up_to_date", "message": "no pending migrations"}
+    return 200, {
+        "status": "success",
+        "message": "migrations completed successfully",
+        "applied_count": len(applied),
+        "applied_migrations": applied,
+    }

@@ -13,7 +13,7 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from migration_console.core.formatting import STATE_MARKS, format_duration
+from migration_console.core.formatting import STATE_MARKS, format_duration, run_answer
 from migration_console.core.services.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -360,7 +360,7 @@ class Command(BaseCommand):
         )
         failure = outcome.failure
         if self.as_json:
-            data = self.outcome_json(outcome)
+            _, data = run_answer(outcome)
             if outcome.backup_file:
                 data["backup_file"] = outcome.backup_file
             self.emit_json(data)
@@ -474,24 +474,6 @@ class Command(BaseCommand):
             raise CommandError(outcome.message, returncode=EXIT_FAILED)
         self.say(RULE)
         self.say(self.style.SUCCESS(f" {outcome.message[:1].upper()}{outcome.message[1:]}."))
-
-    @staticmethod
-    def outcome_json(outcome) -> dict:
-        if outcome.failure:
-            return {
-                "error": "migration failed",
-                "details": outcome.failure.error,
-                "version": outcome.failure.version,
-                "applied_migrations": [s.as_dict() for s in outcome.applied],
-            }
-        if outcome.status == "up_to_date":
-            return {"status": "up_to_date", "message": "no pending migrations"}
-        return {
-            "status": "success",
-            "message": f"applied {len(outcome.applied)} migration(s)",
-            "applied_count": len(outcome.applied),
-            "applied_migrations": [s.as_dict() for s in outcome.applied],
-        }
 
     def claim_console_run(self, run_id: int, target):
         from migration_console.core.models import Run
