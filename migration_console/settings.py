@@ -82,6 +82,10 @@ DATABASES = {
         env_str("DATABASE_URL") or DEV_DATABASE_URL, conn_max_age=60, conn_health_checks=True
     ),
 }
+# Recognisable in pg_stat_activity, like every target connection.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "application_name", "migration-console console-db"
+)
 
 MIGRATION_TARGETS = load_targets(BASE_DIR, DEV_TARGET_DSN)
 for _target in MIGRATION_TARGETS.values():
