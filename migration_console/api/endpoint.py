@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import wraps
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.vary import vary_on_headers
 from django_ratelimit.core import is_ratelimited
@@ -262,6 +262,8 @@ def api_endpoint(
             if length.isdigit() and int(length) > conf.MAX_BODY_BYTES:
                 raise bad_request(f"request body exceeds {conf.MAX_BODY_BYTES} bytes")
             result = view(request, api, *args, **kwargs)
+            if isinstance(result, HttpResponse):  # already encoded (the cached status)
+                return result
             status, data = result if isinstance(result, tuple) else (200, result)
             return json_response(status, data)
 

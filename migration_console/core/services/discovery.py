@@ -6,8 +6,13 @@ polled does not re-read and re-hash every file each time.
 """
 
 import hashlib
+import itertools
 import os
 import re
+import struct
+import sys
+import threading
+import time
 from dataclasses import dataclass
 
 from migration_console.core.services.errors import MigrationSetError
@@ -76,12 +81,37 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
 
 
 # The last good result per directory, keyed by every .sql entry's name and stat
-# signature: a polled status page pays one stat per file and nothing else.
-_listing_cache: dict[str, tuple[tuple, list[MigrationFile]]] = {}
+# signature: a polled status page pays one stat per file and nothing else. Each
+# cached result carries a generation number, unique in the process, that changes
+# whenever the listing or any file's stat does.
+_listing_cache: dict[str, tuple[tuple, list[MigrationFile], int]] = {}
+_generations = itertools.count(1)
 
 
 def discover(directory: str) -> list[MigrationFile]:
     """Return the up-migrations of ``directory`` in version order, or raise MigrationSetError."""
+    return discover_versioned(directory)[1]
+
+
+def discover_versioned(directory: str) -> tuple[int, list[MigrationFile]]:
+    """``discover`` plus a generation number: equal numbers mean the same files with
+    the same contents (same names, sizes, mtimes and inodes), so whatever is derived
+    from the files can be cached under it."""
+    cached = _listing_cache.get(directory)
+    if cached is not None and _watch.unchanged(directory):
+        return cached[2], list(cached[1])
+    _watch.arm(directory)  # before listing: any change from here on shows next time
+    try:
+        generation, files, links = _scan(directory)
+    except BaseException:
+        _watch.forget(directory)
+        raise
+    if links or generation is None:
+        _watch.forget(directory)  # symlinked files change without an event here
+    return (generation or next(_generations)), files
+
+
+def _scan(directory: str) -> tuple[int | None, list[MigrationFile], bool]:
     try:
         entries = [entry for entry in os.scandir(directory) if entry.name.endswith(".sql")]
         listing = tuple(
@@ -94,13 +124,135 @@ def discover(directory: str) -> list[MigrationFile]:
         listing = None  # a file vanished between listing and stat: take the slow path
     except OSError as exc:
         raise MigrationSetError(directory, f"cannot list directory ({exc.strerror})") from None
+    links = any(entry.is_symlink() for entry in entries)
     cached = _listing_cache.get(directory)
     if listing is not None and cached is not None and cached[0] == listing:
-        return list(cached[1])
+        return cached[2], list(cached[1]), links
     files = _discover_entries(entries)
-    if listing is not None:
-        _listing_cache[directory] = (listing, files)
-    return list(files)
+    if listing is None:
+        return None, list(files), links
+    generation = next(_generations)
+    _listing_cache[directory] = (listing, files, generation)
+    return generation, list(files), links
+
+
+class _DirectoryWatch:
+    """Linux inotify on the migration directories, so a polled status skips the
+    stat of every file when nothing in the directory was touched.
+
+    One inotify instance per process (never shared across fork), one watch per
+    directory (at most ``MAX_DIRECTORIES``). A directory counts as unchanged only
+    if it was armed before its last complete scan, no event arrived since (a file
+    written, its attributes changed, an entry created, deleted or renamed, the
+    directory itself moved or deleted, or the event queue overflowed), the path
+    still names the same directory, none of its files is a symlink, and that scan
+    is younger than ``RESCAN_SECONDS`` (a bound for file systems whose remote
+    changes raise no event, e.g. NFS). Anything else, or no inotify: stat all.
+    """
+
+    MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
+    Q_OVERFLOW, IGNORED = 0x4000, 0x8000
+    MAX_DIRECTORIES = 32
+    RESCAN_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = None
+        self._fd = None
+        self._libc = None
+        self._wds: dict[int, str] = {}
+        self._dirs: dict[str, int] = {}
+        # directory -> (st_dev, st_ino, armed at): no event since it was armed
+        self._clean: dict[str, tuple[int, int, float]] = {}
+
+    def _ready(self) -> bool:
+        if self._pid == os.getpid():
+            return self._fd is not None
+        # First use in this process (or a forked child): a private instance.
+        self._pid, self._fd = os.getpid(), None
+        self._wds.clear()
+        self._dirs.clear()
+        self._clean.clear()
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            import ctypes
+
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return False
+        if fd < 0:
+            return False
+        self._fd = fd
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._clean.clear()
+                return
+            offset = 0
+            while offset + 16 <= len(data):
+                wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                offset += 16 + length
+                if mask & self.Q_OVERFLOW:
+                    self._clean.clear()
+                directory = self._wds.get(wd)
+                if directory is not None:
+                    self._clean.pop(directory, None)
+                    if mask & self.IGNORED:  # watch gone (directory deleted, or removed)
+                        del self._wds[wd]
+                        self._dirs.pop(directory, None)
+
+    def unchanged(self, directory: str) -> bool:
+        with self._lock:
+            if not self._ready():
+                return False
+            self._drain()
+            clean = self._clean.get(directory)
+        if clean is None or time.monotonic() - clean[2] > self.RESCAN_SECONDS:
+            return False
+        try:
+            stat = os.stat(directory)
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino) == clean[:2]
+
+    def arm(self, directory: str) -> None:
+        with self._lock:
+            if not self._ready():
+                return
+            self._drain()
+            self._clean.pop(directory, None)
+            if directory not in self._dirs:
+                if len(self._dirs) >= self.MAX_DIRECTORIES:
+                    oldest, wd = next(iter(self._dirs.items()))
+                    self._libc.inotify_rm_watch(self._fd, wd)
+                    self._wds.pop(wd, None)
+                    self._dirs.pop(oldest, None)
+                    self._clean.pop(oldest, None)
+                wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), self.MASK)
+                if wd < 0:
+                    return
+                self._wds[wd] = directory
+                self._dirs[directory] = wd
+            try:
+                stat = os.stat(directory)
+            except OSError:
+                return
+            self._clean[directory] = (stat.st_dev, stat.st_ino, time.monotonic())
+
+    def forget(self, directory: str) -> None:
+        with self._lock:
+            self._clean.pop(directory, None)
+
+
+_watch = _DirectoryWatch()
 
 
 def _discover_entries(entries: list[os.DirEntry]) -> list[MigrationFile]:

@@ -1,13 +1,26 @@
 """Selectors: the state of every migration of a target, read-only."""
 
+import functools
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from migration_console.core.services.discovery import MigrationFile, discover, version_key
-from migration_console.core.services.locking import LockHolder, lock_holder
-from migration_console.core.services.targets import Target, target_connect
-from migration_console.core.services.tracking import TrackingRow, tracking_rows
+import psycopg
+from psycopg import sql
+
+from migration_console.core.services.discovery import (
+    MigrationFile,
+    discover_versioned,
+    version_key,
+)
+from migration_console.core.services.locking import _HOLDER_QUERY, LockHolder, lock_key
+from migration_console.core.services.targets import SharedReadConnection, Target, target_read
+from migration_console.core.services.tracking import (
+    TrackingRow,
+    table_identifier,
+    tracking_rows,
+)
 
 COMPLETED = "completed"
 PENDING = "pending"
@@ -171,9 +184,96 @@ def plan_hash(items: list[MigrationItem]) -> str:
 
 
 def target_status(target: Target, *, with_lock_holder: bool = True) -> TargetStatus:
-    files = discover(target.path)
-    with target_connect(target, application_name="migration-console status") as conn:
+    """The state of every migration of ``target``.
+
+    Read on this thread's reusable read-only session (``target_read``), with one
+    query per call when nothing changed: the tracking table's fingerprint and the
+    lock holder. The built status is cached per target under the files'
+    generation (discovery) and that fingerprint, so a polled page or API pays
+    neither the full read nor the build again until a file or a row changes.
+    """
+    snapshot = _snapshot(target)
+    return replace(
+        snapshot.status,
+        items=list(snapshot.status.items),
+        lock_holder=snapshot.holder if with_lock_holder else None,
+    )
+
+
+def target_status_json(target: Target, *, lint: bool = False) -> bytes:
+    """``target_status(target).as_dict(lint=lint)`` encoded as the API sends it
+    (Django's JSON encoder, ``default=str``), cached per target with the status
+    and the lock holder it was built from; an answer whose lint could not run
+    (squawk missing or failing) is never cached."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    snapshot = _snapshot(target)
+    key = (snapshot.key, snapshot.holder, lint)
+    slot = (target.name, "json")
+    cached = _cache.get(slot)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    data = replace(snapshot.status, lock_holder=snapshot.holder).as_dict(lint=lint)
+    body = json.dumps(data, cls=DjangoJSONEncoder, default=str).encode()
+    if not any(item.get("lint", {}).get("unavailable") for item in data["pending_migrations"]):
+        _cache[slot] = (key, body)
+    return body
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    key: tuple  # (target, files generation, rows fingerprint)
+    status: TargetStatus  # shared: callers get copies
+    holder: LockHolder | None
+
+
+# Latest entry per (target name, kind): ((key...), value). Bounded by the number of targets.
+_cache: dict[tuple[str, str], tuple[tuple, object]] = {}
+
+_NO_TABLE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_query(schema: str) -> sql.Composed:
+    """Row count and md5 of every tracking row in version order, and the lock
+    holder (or NULLs), in one round trip."""
+    return sql.SQL(
+        "SELECT f.n, f.h, h.* FROM (SELECT count(*), md5(string_agg("
+        "(version, name, checksum, status, applied_at, duration_ns, applied_by, error)::text,"
+        " E'\\n' ORDER BY version)) FROM {table}) AS f(n, h)"
+        " LEFT JOIN LATERAL ({holder}) AS h ON true"
+    ).format(table=table_identifier(schema), holder=sql.SQL(_HOLDER_QUERY.strip()))
+
+
+_HOLDER_ONLY = sql.SQL(
+    "SELECT NULL::bigint, NULL::text, h.* FROM (SELECT 1) AS one"
+    " LEFT JOIN LATERAL ({holder}) AS h ON true"
+).format(holder=sql.SQL(_HOLDER_QUERY.strip()))
+
+
+def _snapshot(target: Target) -> _Snapshot:
+    generation, files = discover_versioned(target.path)
+
+    def read(session: SharedReadConnection) -> _Snapshot:
+        conn = session.conn
+        if "database" not in session.facts:
+            session.facts["database"] = conn.execute("SELECT current_database()").fetchone()[0]
+        unsigned = lock_key(session.facts["database"], target.schema) & 0xFFFFFFFFFFFFFFFF
+        params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+        try:
+            row = conn.execute(_fingerprint_query(target.schema), params).fetchone()
+        except _NO_TABLE:
+            row = conn.execute(_HOLDER_ONLY, params).fetchone()
+        holder = LockHolder(*row[2:]) if row[2] is not None else None
+        key = (target, generation, row[0], row[1])
+        slot = (target.name, "status")
+        cached = _cache.get(slot)
+        if cached is not None and cached[0] == key:
+            return _Snapshot(key, cached[1], holder)
+        # Read after the fingerprint: rows changing in between are cached under the
+        # older fingerprint, which the next call no longer matches (so: rebuilt).
         status = build_status(target, files, tracking_rows(conn, target.schema))
-        if with_lock_holder:
-            status.lock_holder = lock_holder(conn, target.schema)
-    return status
+        _cache[slot] = (key, status)
+        return _Snapshot(key, status, holder)
+
+    return target_read(target, read)

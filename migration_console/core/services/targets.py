@@ -1,7 +1,11 @@
 """Look up configured targets and open connections to them."""
 
+import contextlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 
@@ -12,6 +16,7 @@ from migration_console.targets import DEFAULT_TARGET, TargetConfig
 # while it is busy in a long statement, and releases its transaction and lock.
 CONNECTION_CHECK_INTERVAL = "2s"
 CONNECT_TIMEOUT_SECONDS = 10
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,14 +56,20 @@ def target_get(name: str | None = None, *, path: str | None = None) -> Target:
     )
 
 
-def target_connect(target: Target, *, application_name: str, autocommit: bool = True):
-    """A psycopg connection to a target, recognisable in pg_stat_activity."""
+def target_connect(
+    target: Target, *, application_name: str, autocommit: bool = True, read_only: bool = False
+):
+    """A psycopg connection to a target, recognisable in pg_stat_activity.
+    ``read_only``: every transaction of the session is READ ONLY (set at start-up,
+    no extra round trip)."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(target.dsn)
     options = params.pop("options", "")
     options = f"{options} -c client_connection_check_interval={CONNECTION_CHECK_INTERVAL}".strip()
+    if read_only:
+        options += " -c default_transaction_read_only=on"
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     conninfo = make_conninfo(**params, application_name=application_name[:63], options=options)
     try:
@@ -68,3 +79,74 @@ def target_connect(target: Target, *, application_name: str, autocommit: bool = 
         raise TargetUnavailable(
             f"cannot connect to {target.name} ({target.display_dsn}): {reason}"
         ) from None
+
+
+class SharedReadConnection:
+    """One reusable read-only session to a target, private to a thread of one
+    process; ``facts`` caches what cannot change during the session (e.g. the
+    database name)."""
+
+    def __init__(self, target: Target, conn) -> None:
+        self.dsn = target.dsn
+        self.pid = os.getpid()
+        self.conn = conn
+        self.facts: dict = {}
+
+    def usable_for(self, target: Target) -> bool:
+        return (
+            self.dsn == target.dsn
+            and self.pid == os.getpid()
+            and not self.conn.closed
+            and not self.conn.broken
+        )
+
+
+_read_local = threading.local()
+# Sessions inherited through fork() (gunicorn's preload_app) belong to the parent:
+# the child must neither use nor close them (closing sends Terminate on the shared
+# socket), so it keeps them here, untouched, for the life of the process.
+_inherited: list = []
+
+
+def _discard(entry: SharedReadConnection) -> None:
+    if entry.pid != os.getpid():
+        _inherited.append(entry)
+        return
+    with contextlib.suppress(Exception):
+        entry.conn.close()
+
+
+def target_read(target: Target, work: Callable[[SharedReadConnection], T]) -> T:
+    """Run ``work`` on this thread's reusable read-only session to ``target``.
+
+    For selectors only (status): runs, rollbacks and repairs open their own
+    dedicated connections with ``target_connect``. The session is opened on first
+    use, replaced when the target's DSN changes, the process forked or the
+    connection broke, and a reused session that fails mid-way (server restart,
+    idle timeout) is replaced and ``work`` retried once.
+    """
+    import psycopg
+
+    sessions: dict[str, SharedReadConnection] = _read_local.__dict__.setdefault("sessions", {})
+    entry = sessions.get(target.name)
+    if entry is not None and not entry.usable_for(target):
+        del sessions[target.name]
+        _discard(entry)
+        entry = None
+    reused = entry is not None
+    if entry is None:
+        conn = target_connect(target, application_name="migration-console status", read_only=True)
+        entry = sessions[target.name] = SharedReadConnection(target, conn)
+    try:
+        return work(entry)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        if not (entry.conn.closed or entry.conn.broken):
+            raise  # a query error (e.g. statement timeout) on a healthy session
+        sessions.pop(target.name, None)
+        _discard(entry)
+        if not reused:
+            raise TargetUnavailable(
+                f"lost the connection to {target.name} ({target.display_dsn})"
+            ) from None
+    # The reused session had died: one retry on a fresh one.
+    return target_read(target, work)
