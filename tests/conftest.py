@@ -5,6 +5,7 @@ exports PGTEST_SOCKET_DIR / PGTEST_PORT; every test that needs a target gets
 a database of its own on it, dropped afterwards.
 """
 
+import io
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from migration_console.targets import TargetConfig
@@ -144,3 +146,13 @@ def run_manage(
         stdin=subprocess.DEVNULL,
         **kwargs,
     )
+
+
+def migrate_sql(*args: str) -> tuple[int, str]:
+    """``manage.py migrate_sql`` in-process: (exit code, stdout plus the error message)."""
+    out = io.StringIO()
+    try:
+        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
+    except CommandError as error:
+        return error.returncode, out.getvalue() + str(error)
+    return 0, out.getvalue()

@@ -1,30 +1,19 @@
 """--backup DIR / MIGRATION_BACKUP_DIR: a pg_dump before the first change of a run."""
 
-import io
 import os
 import subprocess
 
 import psycopg
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.backup import pg_dump_command
 from migration_console.core.services.targets import Target
-from tests.conftest import _server_dsn, create_database, drop_database
+from tests.conftest import _server_dsn, create_database, drop_database, migrate_sql
 
 pytestmark = pytest.mark.django_db
 
 PG_RESTORE = "/usr/lib/postgresql/15/bin/pg_restore"
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 @pytest.fixture

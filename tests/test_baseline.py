@@ -1,23 +1,13 @@
 """migrate_sql baseline <version>: adopt a database whose schema was made by hand."""
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent, Run
+from tests.conftest import migrate_sql
 
 pytestmark = pytest.mark.django_db
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 @pytest.fixture

@@ -1,24 +1,13 @@
 """Drift policy: run refuses while an applied migration is drifted or missing."""
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent
-from tests.conftest import run_manage, write_numbered
+from tests.conftest import migrate_sql, run_manage, write_numbered
 
 pytestmark = pytest.mark.django_db
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 @pytest.fixture

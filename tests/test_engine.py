@@ -1,24 +1,13 @@
 """The migrate_sql command and the runner against a real PostgreSQL."""
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent, Run
-from tests.conftest import write_numbered
+from tests.conftest import migrate_sql, write_numbered
 
 pytestmark = pytest.mark.django_db
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 def with_side_effect(i: int) -> str:

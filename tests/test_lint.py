@@ -1,26 +1,16 @@
 """squawk findings in plan; --strict-lint refuses on error-level ones."""
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.services import lint
 from migration_console.core.services.discovery import discover
+from tests.conftest import migrate_sql
 
 pytestmark = pytest.mark.django_db
 
 REQUIRED_FIELD = "ALTER TABLE t1 ADD COLUMN must int NOT NULL;\n"
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 @pytest.fixture

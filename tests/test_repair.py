@@ -1,12 +1,11 @@
 """migrate_sql repair <version>: resolve a failed or drifted migration."""
 
 import hashlib
-import io
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent, Run
+from tests.conftest import migrate_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -15,15 +14,6 @@ HALF_WAY = (
     "CREATE INDEX CONCURRENTLY t1_idx ON t1 (id);\n"
     "CREATE INDEX CONCURRENTLY t1_bad_idx ON nowhere (id);\n"
 )
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 def index_exists(target, name: str) -> bool:

@@ -1,29 +1,18 @@
 """migrate_sql rollback <version> against a real PostgreSQL."""
 
-import io
 import json
 
 import psycopg
 import pytest
-from django.core.management import CommandError, call_command
 
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.locking import lock_key
 from migration_console.core.services.maintenance import maintenance_plan, migrations_rollback
 from migration_console.core.services.targets import target_get
-from tests.conftest import write_numbered
+from tests.conftest import migrate_sql, write_numbered
 from tests.test_console_support import console_env  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db
-
-
-def migrate_sql(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("migrate_sql", *args, stdout=out, stderr=io.StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + str(error)
-    return 0, out.getvalue()
 
 
 def write_downs(target, versions) -> None:
