@@ -2,6 +2,7 @@
 seed guide's curl examples verbatim, two concurrent runs, and a schemathesis run."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -206,7 +207,9 @@ def test_two_concurrent_runs_apply_each_migration_once(
         assert second == {"status": "up_to_date", "message": "no pending migrations"}
     else:  # it gave up waiting for the lock
         assert (code2, second["error"]) == (409, "locked"), answers
-        assert "migration-console api admin" in second["holder"]["application_name"]
+        assert re.match(
+            r"migration-console run#\d+ api admin", second["holder"]["application_name"]
+        )
     assert sorted(r[0] for r in target.query("SELECT version FROM side_effects")) == [1, 2]
     assert sorted(Run.objects.values_list("state", flat=True)) == sorted(
         ["success", "up_to_date" if code2 == 200 else "locked"]

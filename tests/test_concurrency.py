@@ -119,3 +119,43 @@ def test_a_lock_held_elsewhere_exits_3_naming_the_holder(target, cli_env):
     assert not target.table_exists("a")
     no_lock = run_manage(cli_env, "migrate_sql", "run", "--yes", "--safe=false")
     assert no_lock.returncode == 0, no_lock.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_runners_run_is_closed_with_an_audit_row_once_its_sessions_are_gone(
+    target, cli_env
+):
+    from migration_console.core.models import AuditEvent, Run
+    from migration_console.core.services.runs import runs_reap_abandoned
+    from migration_console.core.services.targets import target_get
+
+    target.write("001_slow.sql", "SELECT pg_sleep(60);\n")
+    runner = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "migrate_sql", "run", "--yes"],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not Run.objects.filter(current_version="001").exists():
+        assert time.monotonic() < deadline, "the slow migration never started"
+        time.sleep(0.05)
+    run = Run.objects.get()
+    tagged = target.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+        [f"migration-console run#{run.pk} cli %"],
+    )
+    assert tagged == 2  # the runner's session and its lock session
+    assert runs_reap_abandoned(target=target_get("db_main"), older_than=0) == 0  # alive
+
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while runs_reap_abandoned(target=target_get("db_main"), older_than=0) == 0:
+        assert time.monotonic() < deadline, "the dead runner's run was never closed"
+        time.sleep(0.2)
+    run.refresh_from_db()
+    assert run.state == "error" and "vanished" in run.message
+    event = AuditEvent.objects.get(run=run)
+    assert (event.channel, event.action, event.outcome) == ("cli", "run", "error")
+    assert runs_reap_abandoned(target=target_get("db_main"), older_than=0) == 0  # once only

@@ -36,6 +36,7 @@ from migration_console.core.services.discovery import discover
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
 from migration_console.core.services.launch import run_start
 from migration_console.core.services.lint import lint_files
+from migration_console.core.services.runs import runs_reap_abandoned
 from migration_console.core.services.status import (
     DRIFTED,
     FAILED,
@@ -132,6 +133,7 @@ def overview(request):
         try:
             target = target_get(name)
             entry["display_dsn"] = target.display_dsn
+            runs_reap_abandoned(target=target)
             status = target_status(target)
             entry["counts"] = [(state, n) for state, n in status.counts().items() if n]
             entry["total"] = len(status.items)
@@ -152,6 +154,7 @@ def target_detail(request, name):
     target = _target_or_404(name)
     context = admin_context(request, title=f"{name}: status", target=target)
     try:
+        runs_reap_abandoned(target=target)
         status = target_status(target)
     except MigrationConsoleError as exc:
         context["error"] = exc.message

@@ -6,6 +6,7 @@ trip, applied entirely or not at all together with its tracking row. A
 no-transaction file runs statement by statement in autocommit.
 """
 
+import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,8 +106,19 @@ class RunObserver:
         pass
 
 
+# The Run row a runner works for, set by runs.action_execute around the operation:
+# its id goes into application_name, so a run whose sessions are all gone from
+# pg_stat_activity is known to have died (runs.runs_reap_abandoned).
+current_run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "migration_console_run_id", default=None
+)
+RUN_TAG = "migration-console run#"
+
+
 def application_name(channel: str, actor: str) -> str:
-    return f"migration-console {channel} {actor}"[:63]
+    run_id = current_run_id.get()
+    prefix = f"{RUN_TAG}{run_id}" if run_id else "migration-console"
+    return f"{prefix} {channel} {actor}"[:63]
 
 
 @contextmanager

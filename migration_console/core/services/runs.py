@@ -8,6 +8,7 @@ writes exactly one audit row with the outcome, whatever happens.
 import os
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.db import connection
 from django.utils import timezone
@@ -22,16 +23,20 @@ from migration_console.core.services.errors import (
     RunRefused,
 )
 from migration_console.core.services.runner import (
+    RUN_TAG,
     RunObserver,
     RunOptions,
     RunOutcome,
     StepResult,
+    current_run_id,
     migrations_apply,
 )
-from migration_console.core.services.targets import Target, target_get
+from migration_console.core.services.targets import Target, target_get, target_read
 from migration_console.ops.webhook import notify_run_finished
 
 PROGRESS_FLUSH_SECONDS = 0.3
+# A run older than this with no session left on its target has lost its runner.
+ABANDONED_AFTER_SECONDS = 15.0
 
 
 class RunProgress(RunObserver):
@@ -233,8 +238,10 @@ def action_execute(
         )
         notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded by a short timeout
 
+    run_tag = current_run_id.set(run.pk)
     try:
         target = target_get(target_name, path=path)
+        runs_reap_abandoned(target=target)
         with RunProgress(run, observer) as progress:
             outcome = operation(target, progress)
     except MigrationConsoleError as exc:
@@ -247,6 +254,8 @@ def action_execute(
     except BaseException as exc:
         finish(Run.State.ERROR, AuditEvent.Outcome.ERROR, f"{type(exc).__name__}: {exc}", [])
         raise
+    finally:
+        current_run_id.reset(run_tag)
 
     versions = [step.version for step in outcome.steps]
     if outcome.failure:
@@ -272,3 +281,63 @@ def action_execute(
             versions,
         )
     return outcome
+
+
+def runs_reap_abandoned(*, target: Target, older_than: float = ABANDONED_AFTER_SECONDS) -> int:
+    """Close the runs of ``target`` whose runner died without recording an outcome
+    (SIGKILL, OOM, an evicted pod): queued or running for a while, yet none of the
+    sessions their runner tags with ``run#<id>`` is left in pg_stat_activity. The
+    target rolled back whatever was in flight when those sessions ended; the run
+    gets state ``error`` and the audit row its runner could not write.
+    Returns how many were closed."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    candidates = list(
+        Run.objects.filter(
+            target=target.name,
+            state__in=(Run.State.QUEUED, Run.State.RUNNING),
+            created_at__lt=cutoff,
+        )
+    )
+    if not candidates:
+        return 0
+
+    def live_run_ids(session) -> set[int]:
+        names = session.conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+            [RUN_TAG + "%"],
+        )
+        ids = set()
+        for (name,) in names:
+            number = name[len(RUN_TAG) :].split(" ", 1)[0]
+            if number.isdigit():
+                ids.add(int(number))
+        return ids
+
+    alive = target_read(target, live_run_ids)
+    closed = 0
+    message = (
+        "the runner vanished without recording an outcome (killed?); whatever it had "
+        "in flight was rolled back by PostgreSQL when its sessions ended: check the status"
+    )
+    for run in candidates:
+        if run.pk in alive:
+            continue
+        updated = Run.objects.filter(pk=run.pk, state=run.state).update(
+            state=Run.State.ERROR, message=message, finished_at=timezone.now(), current_version=""
+        )
+        if not updated:
+            continue  # it finished meanwhile
+        closed += 1
+        audit_record(
+            actor=run.requested_by,
+            user=run.user,
+            channel=run.channel,
+            action=run.action,
+            outcome=AuditEvent.Outcome.ERROR,
+            target=run.target,
+            client_ip=run.client_ip,
+            migrations=[step["version"] for step in run.steps],
+            message=message,
+            run=run,
+        )
+    return closed
