@@ -321,7 +321,7 @@ class ConsoleServer:
             [
                 str(gunicorn),
                 "-c",
-                str(ROOT / "bench" / "gunicorn_bench.py"),
+                str(ROOT / "gunicorn.conf.py"),
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
