@@ -256,3 +256,12 @@ def test_a_least_privilege_role_that_owns_its_schema_can_run(target):
     code, out = migrate_sql("run", "--yes")
     assert code == 0, out
     assert target.table_exists("app.schema_migrations")
+
+
+def test_a_bad_lock_timeout_setting_is_refused_before_any_change(five, settings):
+    settings.MIGRATION_LOCK_TIMEOUT = "5 parsecs"
+    code, out = migrate_sql("run", "--yes")
+    assert code == 2
+    assert "MIGRATION_LOCK_TIMEOUT='5 parsecs'" in out
+    assert not five.table_exists("t1")
+    assert "001" not in five.tracking()

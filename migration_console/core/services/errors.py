@@ -88,3 +88,10 @@ class InvalidRequest(MigrationConsoleError):
     def __init__(self, message: str):
         super().__init__(message)
         self.versions: list[str] = []
+
+
+class ConfigurationError(MigrationConsoleError):
+    """A setting the database rejects (e.g. MIGRATION_LOCK_TIMEOUT); nothing was run."""
+
+    exit_code = EXIT_BAD_INPUT
+    error = "misconfigured"

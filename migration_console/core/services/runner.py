@@ -16,7 +16,7 @@ from django.conf import settings
 
 from migration_console.core.services.backup import backup_create
 from migration_console.core.services.discovery import MigrationFile, discover
-from migration_console.core.services.errors import RunRefused
+from migration_console.core.services.errors import ConfigurationError, RunRefused
 from migration_console.core.services.lint import refuse_lint_errors
 from migration_console.core.services.locking import lock_acquire, lock_release
 from migration_console.core.services.sqlsplit import split_statements
@@ -136,12 +136,29 @@ def target_session(
                 lock_conn, target.schema, wait_seconds=wait, database_label=target.name
             )
         with target_connect(target, application_name=name) as conn:
+            _check_lock_timeout(conn)
             yield conn
         if key is not None:
             lock_release(lock_conn, key)
     finally:
         if lock_conn is not None:
             lock_conn.close()
+
+
+def _check_lock_timeout(conn) -> None:
+    """Refuse a bad MIGRATION_LOCK_TIMEOUT before any change, rather than record the
+    first migration as failed for a setting's fault."""
+    import psycopg
+    from psycopg import sql
+
+    value = settings.MIGRATION_LOCK_TIMEOUT
+    try:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(value)))
+    except psycopg.DataError as exc:
+        raise ConfigurationError(
+            f"MIGRATION_LOCK_TIMEOUT={value!r} is not a PostgreSQL duration (e.g. 5s, 500ms): "
+            f"{exc.diag.message_primary}"
+        ) from None
 
 
 def refuse_unsafe_run(status: TargetStatus, options: RunOptions) -> None:
