@@ -98,3 +98,36 @@ def test_splitter_keeps_semicolons_inside_strings_comments_and_dollar_quotes():
     assert statements[0].endswith("LANGUAGE sql;")
     assert "nested" in statements[1] and statements[1].endswith("'esc\\';x');")
     assert statements[2].startswith("CREATE INDEX CONCURRENTLY")
+
+
+@pytest.mark.parametrize(
+    ("sql", "keyword", "line"),
+    [
+        ("BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n", "BEGIN", 1),
+        ("CREATE TABLE a (id int);\n-- done\ncommit;\n", "COMMIT", 3),
+        ("CREATE TABLE a (id int);\n/* undo */ ROLLBACK;\n", "ROLLBACK", 2),
+        ("start  transaction;\nSELECT 1;\n", "START TRANSACTION", 1),
+    ],
+)
+def test_a_transactional_file_with_its_own_transaction_control_is_refused(
+    tmp_path, sql, keyword, line
+):
+    write(tmp_path, "003_wrapped.sql", sql)
+    with pytest.raises(MigrationSetError) as error:
+        discover(str(tmp_path))
+    assert f"003_wrapped.sql: {keyword} on line {line}" in str(error.value)
+
+
+def test_transaction_words_inside_bodies_strings_and_savepoints_are_fine(tmp_path):
+    write(
+        tmp_path,
+        "001_bodies.sql",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;\n"
+        "DO $$ BEGIN PERFORM 1; END $$;\n"
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n"
+        "COMMENT ON FUNCTION f() IS 'BEGIN; COMMIT;';\n"
+        "SAVEPOINT s; ROLLBACK TO s; RELEASE s;\n"
+        "-- COMMIT in a comment\n",
+    )
+    write(tmp_path, "002_idx.sql", "-- migrate:no-transaction\nBEGIN;\nCOMMIT;\n")
+    assert [f.version for f in discover(str(tmp_path))] == ["001", "002"]

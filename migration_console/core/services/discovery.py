@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from migration_console.core.services.errors import MigrationSetError
+from migration_console.core.services.sqlsplit import transaction_control
 
 NO_TRANSACTION_DIRECTIVE = "-- migrate:no-transaction"
 _FILENAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+?)(?P<down>\.down)?\.sql$")
@@ -71,10 +72,21 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
     if not sql.strip():
         raise MigrationSetError(filename, "empty file")
     first_line = sql.partition("\n")[0].strip()
+    no_transaction = first_line == NO_TRANSACTION_DIRECTIVE
+    if not no_transaction:
+        found = transaction_control(sql)
+        if found:
+            keyword, line = found
+            raise MigrationSetError(
+                filename,
+                f"{keyword} on line {line}: the file already runs in one transaction with "
+                "its tracking row; remove it (or make the file "
+                f"'{NO_TRANSACTION_DIRECTIVE}')",
+            )
     parsed = _ParsedFile(
         sql=sql,
         checksum=hashlib.sha256(normalised).hexdigest(),
-        no_transaction=first_line == NO_TRANSACTION_DIRECTIVE,
+        no_transaction=no_transaction,
     )
     _cache[path] = (signature, parsed)
     return parsed

@@ -11,7 +11,12 @@ _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
 def split_statements(sql: str) -> list[str]:
-    statements: list[str] = []
+    return [sql[start:end] for start, end in statement_spans(sql)]
+
+
+def statement_spans(sql: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of each statement that holds code, ``;`` included."""
+    spans: list[tuple[int, int]] = []
     start = 0
     i = 0
     length = len(sql)
@@ -53,12 +58,12 @@ def split_statements(sql: str) -> list[str]:
             else:
                 i += 1
         elif char == ";":
-            statements.append(sql[start : i + 1])
+            spans.append((start, i + 1))
             start = i = i + 1
         else:
             i += 1
-    statements.append(sql[start:])
-    return [s for s in statements if _has_code(s)]
+    spans.append((start, length))
+    return [(a, b) for a, b in spans if _has_code(sql[a:b])]
 
 
 def _has_code(statement: str) -> bool:
@@ -66,3 +71,26 @@ def _has_code(statement: str) -> bool:
     stripped = re.sub(r"--[^\n]*", "", statement)
     stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.S)
     return bool(stripped.replace(";", "").strip())
+
+
+# Statements that end or open a transaction. A transactional file runs inside the
+# runner's own transaction, together with its tracking row: one of these would
+# commit half of it. (END is left out: it also closes a BEGIN ATOMIC body.)
+_TRANSACTION_CONTROL = re.compile(
+    r"(?:\s|--[^\n]*\n?|/\*.*?\*/)*"
+    r"(BEGIN|COMMIT|ROLLBACK(?!\s+TO\b)|ABORT|START\s+TRANSACTION)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_MAYBE_TRANSACTION_CONTROL = re.compile(r"\b(BEGIN|COMMIT|ROLLBACK|ABORT|START)\b", re.I)
+
+
+def transaction_control(sql: str) -> tuple[str, int] | None:
+    """The first statement that opens or ends a transaction, as (keyword, line), or None."""
+    if not _MAYBE_TRANSACTION_CONTROL.search(sql):
+        return None  # the common case, without splitting
+    for start, end in statement_spans(sql):
+        match = _TRANSACTION_CONTROL.match(sql, start, end)
+        if match:
+            keyword = " ".join(match.group(1).upper().split())
+            return keyword, sql.count("\n", 0, match.start(1)) + 1
+    return None
