@@ -23,6 +23,20 @@ def _nullable(kind: str, **extra) -> dict:
     return {"type": [kind, "null"], **extra}
 
 
+def _action_request(field: str, description: str, **options: dict) -> dict:
+    """The body of rollback, baseline and repair: confirm, the version, options."""
+    return {
+        "type": "object",
+        "required": ["confirm", field],
+        "additionalProperties": False,
+        "properties": {
+            "confirm": {"const": True, "description": "must be the JSON value true"},
+            field: {"type": ["string", "integer"], "description": description, "examples": ["003"]},
+            **options,
+        },
+    }
+
+
 SCHEMAS = {
     "Error": {
         "type": "object",
@@ -157,19 +171,22 @@ SCHEMAS = {
             "applied_migrations": {"type": "array", "items": _ref("Step")},
         },
     },
-    "RollbackRequest": {
-        "type": "object",
-        "required": ["confirm", "to"],
-        "additionalProperties": False,
-        "properties": {
-            "confirm": {"const": True, "description": "must be the JSON value true"},
-            "to": {
-                "type": ["string", "integer"],
-                "description": "roll back every applied migration at or above this version",
-                "examples": ["003"],
-            },
+    "RollbackRequest": _action_request(
+        "to", "roll back every applied migration at or above this version"
+    ),
+    "BaselineRequest": _action_request(
+        "to", "record every file up to and including this version as completed, not run"
+    ),
+    "RepairRequest": _action_request(
+        "version",
+        "the failed or drifted migration to resolve",
+        mark_applied={
+            "type": "boolean",
+            "default": False,
+            "description": "failed only: record it completed (fixed by hand) instead of "
+            "clearing the failure so that run applies it again",
         },
-    },
+    ),
     "ActionResult": {
         "type": "object",
         "required": ["status", "action", "message", "count", "migrations"],
@@ -244,6 +261,32 @@ def _read_operation(operation_id: str, summary: str, schema: str) -> dict:
     }
 
 
+def _action_operation(
+    operation_id: str, summary: str, request: str, *, done: str, refused: str, failed: str
+) -> dict:
+    """POST rollback, baseline or repair: one recorded action under the advisory lock."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [DATABASE_PARAMETER],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(request)}},
+            },
+            "responses": {
+                "200": _json(_ref("ActionResult"), done),
+                "400": _json(
+                    _ERROR, "malformed body, no confirm: true, or a bad or unknown version"
+                ),
+                "409": _json({"oneOf": [_ref("Locked"), _ref("Refused")]}, refused),
+                **_COMMON_ERRORS,
+                "500": _json({"oneOf": [_ref("ActionFailed"), _ERROR]}, failed),
+            },
+        }
+    }
+
+
 @cache
 def openapi_document() -> dict:
     prefix = conf.PREFIX
@@ -253,7 +296,8 @@ def openapi_document() -> dict:
             "title": "Migration Console API",
             "version": "1.0.0",
             "description": (
-                "Status, run and history of SQL migrations per target database. Every call "
+                "Status, run, history, rollback, baseline and repair of SQL migrations per "
+                "target database. Every call "
                 "needs `Authorization: Bearer <token>` of an active superuser (or a superuser "
                 "session with CSRF) from an allowed network. Durations are nanoseconds. "
                 "Errors are JSON objects with `error` and `message`."
@@ -294,30 +338,30 @@ def openapi_document() -> dict:
                     },
                 }
             },
-            f"{prefix}rollback": {
-                "post": {
-                    "operationId": "rollbackMigrations",
-                    "summary": "run the down files newest first down to and including `to`",
-                    "parameters": [DATABASE_PARAMETER],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("RollbackRequest")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("ActionResult"), "rolled back, or nothing to roll back"),
-                        "400": _json(_ERROR, "malformed body, no confirm: true, or a bad version"),
-                        "409": _json(
-                            {"oneOf": [_ref("Locked"), _ref("Refused")]},
-                            "another run holds the lock, or a down file is missing",
-                        ),
-                        **_COMMON_ERRORS,
-                        "500": _json(
-                            {"oneOf": [_ref("ActionFailed"), _ERROR]},
-                            "a down file failed (details: the database's message)",
-                        ),
-                    },
-                }
-            },
+            f"{prefix}rollback": _action_operation(
+                "rollbackMigrations",
+                "run the down files newest first down to and including `to`",
+                "RollbackRequest",
+                done="rolled back, or nothing to roll back",
+                refused="another run holds the lock, or a down file is missing",
+                failed="a down file failed (details: the database's message)",
+            ),
+            f"{prefix}baseline": _action_operation(
+                "baselineMigrations",
+                "record every file up to `to` as completed without running it",
+                "BaselineRequest",
+                done="recorded, or every file up to `to` was already recorded",
+                refused="another run holds the lock, or tracking rows exist at or above `to`",
+                failed="recording failed (details: the database's message)",
+            ),
+            f"{prefix}repair": _action_operation(
+                "repairMigration",
+                "resolve a failed (clear, or mark_applied) or drifted (re-record) migration",
+                "RepairRequest",
+                done="repaired",
+                refused="another run holds the lock, or the tracking row changed",
+                failed="the repair failed (details: the database's message)",
+            ),
             f"{prefix}openapi.json": {
                 "get": {
                     "operationId": "getOpenApi",

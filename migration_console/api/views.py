@@ -1,5 +1,7 @@
 """The endpoints of SPEC's JSON API: each translates HTTP to one service call."""
 
+import json
+
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 
@@ -51,21 +53,47 @@ def run(request: HttpRequest, api: ApiRequest):
     return run_answer(outcome)
 
 
-@api_endpoint(methods=("POST",), action="rollback", changes=True)
-def rollback(request: HttpRequest, api: ApiRequest):
-    """Run the down files of every applied migration at or above ``"to"``, newest
-    first, under the lock; errors as for run (400, 409 locked/refused, 500 failed)."""
-    body = api.json_body(allowed={"confirm", "to"})
+def _maintain(api: ApiRequest, action: str, field: str, meaning: str, *, options=()):
+    """Rollback, baseline or repair: ``{"confirm": true, field: "<version>", ...options}``
+    to one recorded ``maintenance_execute``; errors as for run (400 bad body or version,
+    409 locked/refused, 500 failed)."""
+    body = api.json_body(allowed={"confirm", field, *options})
     api.require_confirm(body)
-    version = body.get("to")
+    version = body.get(field)
     if isinstance(version, bool) or not isinstance(version, str | int):
-        raise bad_request('"to" must be the version to roll back to, e.g. "003"')
+        raise bad_request(f'"{field}" must be {meaning}, e.g. "003"')
+    flags = {}
+    for option in options:
+        value = body.get(option, False)
+        if not isinstance(value, bool):
+            raise bad_request(f'"{option}" must be true or false, got {json.dumps(value)[:40]}')
+        flags[option] = value
     target = api.target()
     api.audited = True  # maintenance_execute writes the audit row, whatever happens
     outcome = maintenance_execute(
-        action="rollback", target_name=target.name, version=str(version), **api.caller
+        action=action, target_name=target.name, version=str(version), **flags, **api.caller
     )
-    return (500 if outcome.failure else 200), maintenance_result("rollback", outcome)
+    return (500 if outcome.failure else 200), maintenance_result(action, outcome)
+
+
+@api_endpoint(methods=("POST",), action="rollback", changes=True)
+def rollback(request: HttpRequest, api: ApiRequest):
+    """Run the down files of every applied migration at or above ``"to"``, newest
+    first, under the lock."""
+    return _maintain(api, "rollback", "to", "the version to roll back to")
+
+
+@api_endpoint(methods=("POST",), action="baseline", changes=True)
+def baseline(request: HttpRequest, api: ApiRequest):
+    """Record every file up to ``"to"`` as completed without running it."""
+    return _maintain(api, "baseline", "to", "the version to baseline up to")
+
+
+@api_endpoint(methods=("POST",), action="repair", changes=True)
+def repair(request: HttpRequest, api: ApiRequest):
+    """Resolve the failed (clear it, or ``"mark_applied": true``) or drifted (re-record
+    its checksum) migration ``"version"``."""
+    return _maintain(api, "repair", "version", "the version to repair", options=("mark_applied",))
 
 
 @api_endpoint(methods=("GET",), action="openapi", public=True)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from migration_console.console import rollback, views
+from migration_console.console import maintenance, views
 
 app_name = "console"
 
@@ -11,11 +11,24 @@ urlpatterns = [
     path("targets/<str:name>/", views.target_detail, name="target-status"),
     path("targets/<str:name>/plan/", views.target_plan, name="target-plan"),
     path("targets/<str:name>/run/", views.target_run, name="target-run"),
-    path("targets/<str:name>/rollback/", rollback.target_rollback, name="target-rollback"),
-    path(
-        "targets/<str:name>/rollback/confirm/",
-        rollback.target_rollback_confirm,
-        name="target-rollback-confirm",
+    # target-rollback, target-rollback-confirm, target-baseline, ... target-repair-confirm
+    *(
+        route
+        for action in maintenance.PAGES
+        for route in (
+            path(
+                f"targets/<str:name>/{action}/",
+                maintenance.maintenance_review,
+                {"action": action},
+                name=f"target-{action}",
+            ),
+            path(
+                f"targets/<str:name>/{action}/confirm/",
+                maintenance.maintenance_confirm,
+                {"action": action},
+                name=f"target-{action}-confirm",
+            ),
+        )
     ),
     path("targets/<str:name>/history/", views.target_history, name="target-history"),
     path("runs/<int:run_id>/", views.run_progress, name="run-progress"),
