@@ -10,6 +10,7 @@ from django.test import Client
 
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.launch import run_start
 from migration_console.core.services.locking import lock_acquire
 from migration_console.core.services.targets import target_connect, target_get
@@ -25,6 +26,7 @@ from tests.test_console_support import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PLAN_URL = "/admin/console/targets/db_main/plan/"
+CONSOLE_ROOT = Caller(actor="root", channel="console")
 RUN_URL = "/admin/console/targets/db_main/run/"
 
 
@@ -174,7 +176,7 @@ def test_the_runner_refuses_a_plan_that_changed_after_the_confirmation(target):
     stale = current_plan_hash()
     target.write("002_second.sql", "CREATE TABLE second_table (id int);\n")
 
-    run = run_start(target_name="db_main", actor="root", plan_hash=stale, planned=["001"])
+    run = run_start(target_name="db_main", caller=CONSOLE_ROOT, plan_hash=stale, planned=["001"])
     run = wait_for_run(run.pk)
 
     assert run.state == "refused"
@@ -191,7 +193,7 @@ def test_a_run_that_cannot_get_the_lock_ends_locked_naming_the_holder(
     db_main = target_get("db_main")
     with target_connect(db_main, application_name="long runner") as holder:
         lock_acquire(holder, db_main.schema, wait_seconds=0, database_label="db_main")
-        run = run_start(target_name="db_main", actor="root", plan_hash=current_plan_hash())
+        run = run_start(target_name="db_main", caller=CONSOLE_ROOT, plan_hash=current_plan_hash())
         run = wait_for_run(run.pk)
         pid = holder.info.backend_pid
 
@@ -204,7 +206,7 @@ def test_a_run_that_cannot_get_the_lock_ends_locked_naming_the_holder(
 
 @pytest.mark.usefixtures("console_env")
 def test_a_runner_that_dies_before_recording_is_marked_as_error(target):
-    run = run_start(target_name="not_configured", actor="root", plan_hash="x")
+    run = run_start(target_name="not_configured", caller=CONSOLE_ROOT, plan_hash="x")
     run = wait_for_run(run.pk)
 
     assert run.state == "error"
@@ -248,23 +250,22 @@ def test_the_overview_shows_counts_last_run_and_lock_holder(target, admin_client
 
 def test_audit_review_filters_and_exports_csv(target, admin_client_):
     audit_record(
-        actor="alice",
-        channel="api",
+        caller=Caller(actor="alice", channel="api", client_ip="10.0.0.9"),
         action="run",
         outcome="denied",
         target="db_main",
-        client_ip="10.0.0.9",
         message="=HYPERLINK(evil)",
     )
     audit_record(
-        actor="bob",
-        channel="cli",
+        caller=Caller(actor="bob", channel="cli"),
         action="run",
         outcome="success",
         target="db_main",
         migrations=["001", "002"],
     )
-    audit_record(actor="alice", channel="console", action="login", outcome="rate_limited")
+    audit_record(
+        caller=Caller(actor="alice", channel="console"), action="login", outcome="rate_limited"
+    )
 
     page = admin_client_.get("/admin/console/audit/", {"outcome": "denied"}).content.decode()
     assert page.count('data-outcome="denied"') == 1 and "bob" not in page.split("<tbody>")[1]

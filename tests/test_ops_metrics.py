@@ -4,6 +4,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.locking import lock_acquire
 from migration_console.core.services.runs import run_execute
 from migration_console.core.services.targets import target_connect, target_get
@@ -55,7 +56,7 @@ def test_it_shows_the_four_series_before_and_after_a_run(make_target, client):
     assert values(before, "migration_console_migration_duration_seconds") == {}
     assert values(before, "migration_console_lock_held") == {("db_main",): 0.0, ("db_other",): 0.0}
 
-    outcome = run_execute(target_name="db_main", actor="tester", channel="cli")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="tester", channel="cli"))
     assert outcome.failure and outcome.failure.version == "003"
 
     after = scrape(client)

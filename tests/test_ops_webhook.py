@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from migration_console.core.models import Run
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import TargetUnavailable
 from migration_console.core.services.maintenance import maintenance_execute
 from migration_console.core.services.runs import run_execute
@@ -89,7 +90,7 @@ def test_it_posts_a_slack_payload_after_a_successful_run(target, receiver):
     hook = receiver()
     target.write("001_users.sql", "CREATE TABLE users (id int);\n")
     target.write("002_orders.sql", "CREATE TABLE orders (id int);\n")
-    run_execute(target_name="db_main", actor="alice", channel="cli")
+    run_execute(target_name="db_main", caller=Caller(actor="alice", channel="cli"))
 
     assert len(hook.bodies) == 1
     assert hook.bodies[0]["content_type"] == "application/json"
@@ -113,7 +114,7 @@ def test_it_posts_after_a_failed_run_with_the_database_error(target, receiver):
     hook = receiver()
     target.write("001_ok.sql", "CREATE TABLE ok (id int);\n")
     target.write("002_bad.sql", "INSERT INTO missing_table VALUES (1);\n")
-    outcome = run_execute(target_name="db_main", actor="bob", channel="api")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="bob", channel="api"))
     assert outcome.failure
 
     (payload,) = hook.payloads
@@ -128,9 +129,12 @@ def test_it_posts_after_a_rollback(target, receiver):
     hook = receiver()
     target.write("001_t.sql", "CREATE TABLE t (id int);\n")
     target.write("001_t.down.sql", "DROP TABLE t;\n")
-    run_execute(target_name="db_main", actor="alice", channel="cli")
+    run_execute(target_name="db_main", caller=Caller(actor="alice", channel="cli"))
     maintenance_execute(
-        action="rollback", target_name="db_main", version="001", actor="alice", channel="cli"
+        action="rollback",
+        target_name="db_main",
+        version="001",
+        caller=Caller(actor="alice", channel="cli"),
     )
     assert [p["migration_console"]["action"] for p in hook.payloads] == ["run", "rollback"]
     assert not target.table_exists("t")
@@ -150,7 +154,7 @@ def test_an_unreachable_target_is_notified_without_its_password(
         )
     }
     with pytest.raises(TargetUnavailable):
-        run_execute(target_name="db_main", actor="carol", channel="cli")
+        run_execute(target_name="db_main", caller=Caller(actor="carol", channel="cli"))
     (payload,) = hook.payloads
     assert payload["migration_console"]["outcome"] == "error"
     assert "hunter2" not in json.dumps(payload)
@@ -158,7 +162,7 @@ def test_an_unreachable_target_is_notified_without_its_password(
 
 def test_a_run_with_nothing_to_do_stays_quiet(target, receiver):
     hook = receiver()
-    outcome = run_execute(target_name="db_main", actor="cron", channel="cli")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="cron", channel="cli"))
     assert outcome.status == "up_to_date"
     assert hook.bodies == []
 
@@ -170,7 +174,7 @@ def test_a_receiver_that_hangs_costs_the_run_at_most_the_timeout(
     hook = receiver("hang")
     target.write("001_t.sql", "CREATE TABLE t (id int);\n")
     started = time.monotonic()
-    outcome = run_execute(target_name="db_main", actor="alice", channel="cli")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="alice", channel="cli"))
     elapsed = time.monotonic() - started
     assert outcome.status == "success"
     assert hook.received.is_set()  # it did try
@@ -183,7 +187,7 @@ def test_a_receiver_that_hangs_costs_the_run_at_most_the_timeout(
 def test_a_failing_receiver_is_logged_and_never_fails_the_run(target, receiver, caplog):
     receiver("error")
     target.write("001_t.sql", "CREATE TABLE t (id int);\n")
-    outcome = run_execute(target_name="db_main", actor="alice", channel="cli")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="alice", channel="cli"))
     assert outcome.status == "success" and target.table_exists("t")
     assert "answered HTTP 500" in caplog.text
 
@@ -193,7 +197,7 @@ def test_a_receiver_that_is_down_is_logged_and_never_fails_the_run(target, setti
     closed.close()  # nothing listens on that port any more
     settings.MIGRATION_WEBHOOK_URL = closed.url
     target.write("001_t.sql", "CREATE TABLE t (id int);\n")
-    outcome = run_execute(target_name="db_main", actor="alice", channel="cli")
+    outcome = run_execute(target_name="db_main", caller=Caller(actor="alice", channel="cli"))
     assert outcome.status == "success"
     assert "webhook: POST to http://127.0.0.1" in caplog.text
 

@@ -15,6 +15,7 @@ from django.core.cache import cache
 
 from accounts.tokens import token_create
 from migration_console.core.services import status as status_module
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.locking import lock_key
 from migration_console.core.services.maintenance import maintenance_execute
 from migration_console.core.services.runs import run_execute
@@ -26,7 +27,7 @@ from tests.conftest import write_numbered
 
 pytestmark = pytest.mark.django_db
 
-CALLER = {"actor": "tests", "channel": "cli"}
+CALLER = Caller(actor="tests", channel="cli")
 
 
 @pytest.fixture(autouse=True)
@@ -75,12 +76,14 @@ def test_the_api_answer_changes_at_once_after_a_run_a_rollback_and_a_repair(targ
     assert (first["pending_count"], first["applied_count"]) == (3, 0)
     assert get_status() == first  # served again, unchanged
 
-    run_execute(target_name="db_main", **CALLER)
+    run_execute(target_name="db_main", caller=CALLER)
     after_run = get_status()
     assert (after_run["pending_count"], after_run["applied_count"]) == (0, 3)
     assert after_run["plan_hash"] != first["plan_hash"]
 
-    outcome = maintenance_execute(action="rollback", target_name="db_main", version="003", **CALLER)
+    outcome = maintenance_execute(
+        action="rollback", target_name="db_main", version="003", caller=CALLER
+    )
     assert outcome.failure is None
     after_rollback = get_status()
     assert by_version(after_rollback)["003"]["status"] == "pending"
@@ -94,7 +97,7 @@ def test_the_api_answer_changes_at_once_after_a_run_a_rollback_and_a_repair(targ
     assert os.stat(file).st_size == stat.st_size
     drifted = get_status()
     assert by_version(drifted)["002"]["status"] == "drifted"
-    maintenance_execute(action="repair", target_name="db_main", version="002", **CALLER)
+    maintenance_execute(action="repair", target_name="db_main", version="002", caller=CALLER)
     repaired = get_status()
     assert by_version(repaired)["002"]["status"] == "completed"
     assert by_version(repaired)["002"]["checksum"] != by_version(drifted)["002"]["checksum"]
@@ -102,7 +105,7 @@ def test_the_api_answer_changes_at_once_after_a_run_a_rollback_and_a_repair(targ
 
 def test_a_row_changed_by_someone_else_with_the_same_count_shows_at_once(target, get_status):
     write_numbered(target, 2)
-    run_execute(target_name="db_main", **CALLER)
+    run_execute(target_name="db_main", caller=CALLER)
     before = get_status()
     target.query(
         "UPDATE public.schema_migrations SET status = 'failed', error = 'boom'"
@@ -146,7 +149,7 @@ def test_a_lock_taken_and_released_shows_at_once(target, get_status):
 
 def test_the_cached_bytes_are_exactly_what_the_status_dict_encodes_to(target, get_status):
     write_numbered(target, 2)
-    run_execute(target_name="db_main", **CALLER)
+    run_execute(target_name="db_main", caller=CALLER)
     target.write("003_t3.sql", "CREATE TABLE t3 (id int);\n")
     fresh = target_status(target_get()).as_dict(lint=True)
     body = target_status_json(target_get(), lint=True)

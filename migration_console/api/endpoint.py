@@ -16,7 +16,7 @@ A new endpoint, e.g. rollback::
         api.require_confirm(body)
         target = api.target()
         api.audited = True  # the service writes the audit row from here on
-        result = rollback_execute(target_name=target.name, version=..., **api.caller)
+        result = rollback_execute(target_name=target.name, version=..., caller=api.caller)
         return 200, result.as_dict()
 """
 
@@ -41,6 +41,7 @@ from migration_console.api.auth import Credentials, authenticate
 from migration_console.api.errors import ApiError, bad_request, forbidden, unauthorized
 from migration_console.core.models import AuditEvent
 from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import (
     LockNotAcquired,
     MigrationConsoleError,
@@ -103,15 +104,15 @@ class ApiRequest:
         return self.request.GET.get("database", DEFAULT_TARGET)
 
     @property
-    def caller(self) -> dict:
-        """Keyword arguments identifying the caller to run_execute and its siblings."""
-        return {
-            "actor": self.actor,
-            "channel": CHANNEL,
-            "user": self.user,
-            "client_ip": self.ip or None,
-            "token_prefix": self.token_prefix,
-        }
+    def caller(self) -> Caller:
+        """Who asks, for run_execute and its siblings and for the audit rows."""
+        return Caller(
+            actor=self.actor,
+            channel=CHANNEL,
+            user=self.user,
+            client_ip=self.ip or None,
+            token_prefix=self.token_prefix,
+        )
 
     def target(self) -> Target:
         """The ``?database=`` target; unknown names are a 404 (UnknownTarget)."""
@@ -164,16 +165,12 @@ class ApiRequest:
 
     def audit(self, *, outcome: str, message: str, migrations: list[str] | None = None) -> None:
         audit_record(
-            actor=self.actor,
-            user=self.user,
-            channel=CHANNEL,
+            caller=self.caller,
             action=self.action,
             outcome=outcome,
             target=_printable(self.database),
-            client_ip=self.ip or None,
             migrations=migrations,
             message=_printable(message[:2000]),
-            token_prefix=self.token_prefix,
         )
         self.audited = True
 

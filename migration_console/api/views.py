@@ -49,7 +49,7 @@ def run(request: HttpRequest, api: ApiRequest):
     api.require_confirm(body)
     target = api.target()
     api.audited = True  # run_execute writes the audit row, whatever happens
-    outcome = run_execute(target_name=target.name, options=RunOptions(), **api.caller)
+    outcome = run_execute(target_name=target.name, caller=api.caller, options=RunOptions())
     return run_answer(outcome)
 
 
@@ -71,7 +71,7 @@ def _maintain(api: ApiRequest, action: str, field: str, meaning: str, *, options
     target = api.target()
     api.audited = True  # maintenance_execute writes the audit row, whatever happens
     outcome = maintenance_execute(
-        action=action, target_name=target.name, version=str(version), **flags, **api.caller
+        action=action, target_name=target.name, version=str(version), caller=api.caller, **flags
     )
     return (500 if outcome.failure else 200), maintenance_result(action, outcome)
 

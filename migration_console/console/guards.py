@@ -18,6 +18,7 @@ from accounts.views import ratelimited
 from migration_console.console import conf
 from migration_console.core.models import AuditEvent, Channel
 from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 
 RUN_RATE_GROUP = "console-run"
 LOGIN_RATE_GROUP = "console-login"
@@ -30,18 +31,26 @@ def actor_of(request) -> str:
     return "anonymous"
 
 
+def caller_of(request, *, actor: str | None = None) -> Caller:
+    """Who asks from the console: the signed-in user (``actor`` overrides the name,
+    e.g. the username typed at a refused login) and the client IP."""
+    user = getattr(request, "user", None)
+    return Caller(
+        actor=actor or actor_of(request),
+        channel=Channel.CONSOLE,
+        user=user if user is not None and user.is_authenticated else None,
+        client_ip=client_ip(request) or None,
+    )
+
+
 def audit_attempt(
     request, *, action: str, outcome: str, target: str = "", message: str = "", actor=None
 ) -> AuditEvent:
-    user = getattr(request, "user", None)
     return audit_record(
-        actor=actor or actor_of(request),
-        user=user if user is not None and user.is_authenticated else None,
-        channel=Channel.CONSOLE,
+        caller=caller_of(request, actor=actor),
         action=action,
         outcome=outcome,
         target=target,
-        client_ip=client_ip(request) or None,
         message=message,
     )
 

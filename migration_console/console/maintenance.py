@@ -19,10 +19,11 @@ from migration_console.console.guards import (
     actor_of,
     admin_context,
     audit_attempt,
+    caller_of,
     guard_action,
     view_required,
 )
-from migration_console.core.models import AuditEvent, Channel
+from migration_console.core.models import AuditEvent
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
 from migration_console.core.services.launch import run_start
 from migration_console.core.services.maintenance import (
@@ -198,6 +199,7 @@ def maintenance_confirm(request, name, action):
     target = _target_or_404(name)
     version = request.POST.get("version", "").strip()[:64]
     mark_applied = action == REPAIR and _flag(request.POST)
+    caller = caller_of(request)
 
     def refuse(message: str, code: int, plan=None):
         audit_attempt(
@@ -221,10 +223,7 @@ def maintenance_confirm(request, name, action):
             target_name=target.name,
             version=version,
             mark_applied=mark_applied,
-            actor=actor_of(request),
-            channel=Channel.CONSOLE,
-            user=request.user,
-            client_ip=client_ip(request) or None,
+            caller=caller,
         )
     except MigrationConsoleError as exc:
         context = _context(request, page, target, version, mark_applied, error=exc.message)
@@ -240,9 +239,7 @@ def maintenance_confirm(request, name, action):
         return refuse(page.nothing.format(version=version), 409, plan)
     run = run_start(
         target_name=target.name,
-        actor=actor_of(request),
-        user=request.user,
-        client_ip=client_ip(request) or None,
+        caller=caller,
         plan_hash=plan.plan_hash,
         planned=[change.version for change in plan.changes],
         action=action,

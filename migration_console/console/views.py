@@ -22,10 +22,10 @@ from accounts.ip import client_ip
 from accounts.views import ratelimited
 from migration_console.console.charts import duration_chart
 from migration_console.console.guards import (
-    actor_of,
     admin_context,
     audit_attempt,
     audit_view_required,
+    caller_of,
     guard_action,
     login_rate_limited,
     view_required,
@@ -259,9 +259,7 @@ def target_run(request, name):
         action_args.append("--allow-drift")
     run = run_start(
         target_name=target.name,
-        actor=actor_of(request),
-        user=request.user,
-        client_ip=client_ip(request) or None,
+        caller=caller_of(request),
         plan_hash=status.plan_hash,
         planned=[item.version for item in status.pending],
         action_args=action_args,

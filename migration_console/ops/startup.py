@@ -43,21 +43,18 @@ def migrate_on_startup() -> dict[str, str]:
     _migrated = True
 
     from migration_console.core.models import Channel
+    from migration_console.core.services.caller import Caller
     from migration_console.core.services.errors import MigrationConsoleError
     from migration_console.core.services.runner import RunOptions
     from migration_console.core.services.runs import run_execute
     from migration_console.core.services.targets import target_names
 
+    caller = Caller(actor=STARTUP_ACTOR, channel=Channel.STARTUP)
     results: dict[str, str] = {}
     try:
         for name in target_names():
             try:
-                outcome = run_execute(
-                    target_name=name,
-                    actor=STARTUP_ACTOR,
-                    channel=Channel.STARTUP,
-                    options=RunOptions(),
-                )
+                outcome = run_execute(target_name=name, caller=caller, options=RunOptions())
             except MigrationConsoleError as exc:
                 results[name] = type(exc).__name__
                 logger.error("startup: migrating %s refused: %s", name, exc.message)

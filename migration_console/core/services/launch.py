@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.runs import run_create
 
 LOG_TAIL_BYTES = 2000
@@ -96,25 +97,15 @@ def run_launch(
 def run_start(
     *,
     target_name: str,
-    actor: str,
-    user=None,
-    client_ip: str | None = None,
+    caller: Caller,
     plan_hash: str,
     planned: list[str] | None = None,
     action: str = "run",
     action_args: list[str] | tuple[str, ...] = (),
-    channel: str = "console",
 ) -> Run:
-    """Queue a run bound to ``plan_hash`` and start its detached runner (any console action)."""
-    run = run_create(
-        target_name=target_name,
-        actor=actor,
-        channel=channel,
-        user=user,
-        client_ip=client_ip,
-        plan_hash=plan_hash,
-        action=action,
-    )
+    """Queue a run for ``caller`` bound to ``plan_hash`` and start its detached runner
+    (any console action; the runner records it as ``caller``)."""
+    run = run_create(target_name=target_name, caller=caller, plan_hash=plan_hash, action=action)
     if planned:
         run.planned = list(planned)
         run.save(update_fields=["planned"])
@@ -143,13 +134,10 @@ def _mark_dead(run: Run, message: str) -> bool:
     )
     if updated:
         audit_record(
-            actor=run.requested_by,
-            user=run.user,
-            channel=run.channel,
+            caller=Caller.of_run(run),
             action=run.action,
             outcome=AuditEvent.Outcome.ERROR,
             target=run.target,
-            client_ip=run.client_ip,
             message=message,
             run=run,
         )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.discovery import (
     NO_TRANSACTION_DIRECTIVE,
     MigrationFile,
@@ -593,21 +594,17 @@ def maintenance_execute(
     action: str,
     target_name: str,
     version: str,
-    actor: str,
-    channel: str,
+    caller: Caller,
     mark_applied: bool = False,
     use_lock: bool = True,
     lock_wait: float | None = None,
     expected_plan_hash: str | None = None,
     observer: RunObserver | None = None,
-    user=None,
-    client_ip: str | None = None,
-    token_prefix: str = "",
     path: str | None = None,
     run=None,
 ) -> RunOutcome:
     """The recorded rollback/baseline/repair for every channel: a Run row
-    (``action``) and one audit row, allowed or refused."""
+    (``action``) and one audit row for ``caller``, allowed or refused."""
     from migration_console.core.services.runs import action_execute
 
     if action not in _SERVICES:
@@ -618,8 +615,8 @@ def maintenance_execute(
         return _SERVICES[action](
             version,
             target=target,
-            actor=actor,
-            channel=channel,
+            actor=caller.actor,
+            channel=caller.channel,
             use_lock=use_lock,
             lock_wait=lock_wait,
             expected_plan_hash=expected_plan_hash,
@@ -631,12 +628,8 @@ def maintenance_execute(
         action=action,
         operation=operation,
         target_name=target_name,
-        actor=actor,
-        channel=channel,
+        caller=caller,
         observer=observer,
-        user=user,
-        client_ip=client_ip,
-        token_prefix=token_prefix,
         path=path,
         run=run,
         plan_hash=expected_plan_hash or "",
@@ -648,16 +641,12 @@ def maintenance_preview(
     action: str,
     target_name: str,
     version: str,
-    actor: str,
-    channel: str,
+    caller: Caller,
     mark_applied: bool = False,
-    user=None,
-    client_ip: str | None = None,
-    token_prefix: str = "",
     path: str | None = None,
 ) -> MaintenancePlan:
-    """The plan to show before asking for confirmation. A refusal found here
-    (missing down file, unknown version, ...) is recorded like a refused action
+    """The plan to show ``caller`` before asking for confirmation. A refusal found
+    here (missing down file, unknown version, ...) is recorded like a refused action
     (Run row + audit row) and raised; nothing is locked or changed."""
     from migration_console.core.services.runs import action_execute
     from migration_console.core.services.targets import target_get
@@ -677,11 +666,7 @@ def maintenance_preview(
         action=action if action in ACTIONS else "unknown",
         operation=operation,
         target_name=target_name,
-        actor=actor,
-        channel=channel,
-        user=user,
-        client_ip=client_ip,
-        token_prefix=token_prefix,
+        caller=caller,
         path=path,
     )
     raise AssertionError("unreachable: the operation raises")  # pragma: no cover

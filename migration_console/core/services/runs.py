@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.errors import (
     InvalidRequest,
@@ -112,20 +113,18 @@ class RunProgress(RunObserver):
 def run_create(
     *,
     target_name: str,
-    actor: str,
-    channel: str,
-    user=None,
-    client_ip: str | None = None,
+    caller: Caller,
     plan_hash: str = "",
     action: str = "run",
 ) -> Run:
+    """The Run row of ``action`` on ``target_name`` asked for by ``caller`` (queued)."""
     return Run.objects.create(
         target=target_name,
         action=action,
-        channel=channel,
-        requested_by=actor[:150],
-        user=user if getattr(user, "pk", None) else None,
-        client_ip=client_ip or None,
+        channel=caller.channel,
+        requested_by=caller.actor[:150],
+        user=caller.user if getattr(caller.user, "pk", None) else None,
+        client_ip=caller.client_ip or None,
         plan_hash=plan_hash,
     )
 
@@ -140,17 +139,14 @@ _OUTCOME_FOR = {
 def run_execute(
     *,
     target_name: str,
-    actor: str,
-    channel: str,
+    caller: Caller,
     options: RunOptions | None = None,
     observer: RunObserver | None = None,
-    user=None,
-    client_ip: str | None = None,
-    token_prefix: str = "",
     path: str | None = None,
     run: Run | None = None,
 ) -> RunOutcome:
-    """Apply pending migrations of one target and record the run and its audit row.
+    """Apply pending migrations of one target for ``caller`` and record the run and
+    its audit row (``run``: a queued Run row to use instead of creating one).
 
     Raises the service errors (refused, locked, bad files, unknown target) after
     recording them, so each channel maps them to its own exit code or status.
@@ -159,19 +155,19 @@ def run_execute(
 
     def operation(target: Target, progress: RunObserver) -> RunOutcome:
         return migrations_apply(
-            target=target, actor=actor, channel=channel, options=options, observer=progress
+            target=target,
+            actor=caller.actor,
+            channel=caller.channel,
+            options=options,
+            observer=progress,
         )
 
     return action_execute(
         action="run",
         operation=operation,
         target_name=target_name,
-        actor=actor,
-        channel=channel,
+        caller=caller,
         observer=observer,
-        user=user,
-        client_ip=client_ip,
-        token_prefix=token_prefix,
         path=path,
         run=run,
         plan_hash=options.expected_plan_hash or "",
@@ -183,33 +179,22 @@ def action_execute(
     action: str,
     operation: Callable[[Target, RunObserver], RunOutcome],
     target_name: str,
-    actor: str,
-    channel: str,
+    caller: Caller,
     observer: RunObserver | None = None,
-    user=None,
-    client_ip: str | None = None,
-    token_prefix: str = "",
     path: str | None = None,
     run: Run | None = None,
     plan_hash: str = "",
 ) -> RunOutcome:
-    """Record one action on a target (run, rollback, baseline, repair): the Run row
-    before the target is touched, its progress while ``operation(target, progress)``
-    works, and exactly one audit row with the outcome, whatever happens.
+    """Record one action on a target (run, rollback, baseline, repair) by ``caller``:
+    the Run row before the target is touched, its progress while
+    ``operation(target, progress)`` works, and exactly one audit row with the
+    outcome, whatever happens.
 
     ``operation`` returns a RunOutcome (its ``message``, when set, is recorded) or
     raises a service error, which is recorded and re-raised.
     """
     if run is None:
-        run = run_create(
-            target_name=target_name,
-            actor=actor,
-            channel=channel,
-            user=user,
-            client_ip=client_ip,
-            plan_hash=plan_hash,
-            action=action,
-        )
+        run = run_create(target_name=target_name, caller=caller, plan_hash=plan_hash, action=action)
     run.state = Run.State.RUNNING
     run.started_at = timezone.now()
     run.pid = os.getpid()
@@ -224,16 +209,12 @@ def action_execute(
         run.current_version = ""
         run.save(update_fields=["state", "message", "finished_at", "current_version"])
         audit_record(
-            actor=actor,
-            user=user,
-            channel=channel,
+            caller=caller,
             action=run.action,
             outcome=outcome,
             target=target_name,
-            client_ip=client_ip,
             migrations=migrations,
             message=message,
-            token_prefix=token_prefix,
             run=run,
         )
         notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded by a short timeout
@@ -329,13 +310,10 @@ def runs_reap_abandoned(*, target: Target, older_than: float = ABANDONED_AFTER_S
             continue  # it finished meanwhile
         closed += 1
         audit_record(
-            actor=run.requested_by,
-            user=run.user,
-            channel=run.channel,
+            caller=Caller.of_run(run),
             action=run.action,
             outcome=AuditEvent.Outcome.ERROR,
             target=run.target,
-            client_ip=run.client_ip,
             migrations=[step["version"] for step in run.steps],
             message=message,
             run=run,

@@ -5,7 +5,6 @@ Only translates argv to service calls and results to text or JSON; exit codes:
 refused run, 3 lock not acquired in time.
 """
 
-import getpass
 import json
 import sys
 
@@ -14,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from migration_console.core.formatting import STATE_MARKS, format_duration, run_answer
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -36,15 +36,6 @@ def parse_bool(value: str) -> bool:
     if lowered in ("false", "no", "0", "off"):
         return False
     raise ValueError(value)
-
-
-def cli_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        import os
-
-        return f"uid:{os.getuid()}"
 
 
 class ConsoleOutput(RunObserver):
@@ -322,9 +313,10 @@ class Command(BaseCommand):
             backup_dir=options["backup_dir"],
             strict_lint=options["strict_lint"],
         )
-        actor, channel, run = cli_actor(), "cli", None
+        caller, run = Caller.cli(), None
         if options["run_id"]:
-            run, actor, channel = self.claim_console_run(options["run_id"], target)
+            run = self.claim_console_run(options["run_id"], target)
+            caller = Caller.of_run(run)
             run_options.expected_plan_hash = run.plan_hash or None
         elif not options["yes"]:
             status = target_status(target)
@@ -349,14 +341,11 @@ class Command(BaseCommand):
 
         outcome = run_execute(
             target_name=target.name,
-            actor=actor,
-            channel=channel,
+            caller=caller,
             options=run_options,
             observer=ConsoleOutput(self),
             path=options["path"],
             run=run,
-            user=run.user if run else None,
-            client_ip=run.client_ip if run else None,
         )
         failure = outcome.failure
         if self.as_json:
@@ -417,9 +406,10 @@ class Command(BaseCommand):
             )
         if options["mark_applied"] and action != "repair":
             raise CommandError("--mark-applied belongs to repair", returncode=EXIT_BAD_INPUT)
-        actor, channel, run, expected = cli_actor(), "cli", None, None
+        caller, run, expected = Caller.cli(), None, None
         if options["run_id"]:
-            run, actor, channel = self.claim_console_run(options["run_id"], target)
+            run = self.claim_console_run(options["run_id"], target)
+            caller = Caller.of_run(run)
             if run.action != action:
                 raise CommandError(
                     f"run {run.pk} is a {run.action}, not a {action}", returncode=EXIT_BAD_INPUT
@@ -430,8 +420,7 @@ class Command(BaseCommand):
                 action=action,
                 target_name=target.name,
                 version=version,
-                actor=actor,
-                channel=channel,
+                caller=caller,
                 mark_applied=options["mark_applied"],
                 path=options["path"],
             )
@@ -456,16 +445,13 @@ class Command(BaseCommand):
             action=action,
             target_name=target.name,
             version=version,
-            actor=actor,
-            channel=channel,
+            caller=caller,
             mark_applied=options["mark_applied"],
             use_lock=not options["no_lock"] and options["safe"],
             expected_plan_hash=expected,
             observer=MaintenanceOutput(self, action),
             path=options["path"],
             run=run,
-            user=run.user if run else None,
-            client_ip=run.client_ip if run else None,
         )
         failure = outcome.failure
         if self.as_json:
@@ -476,6 +462,7 @@ class Command(BaseCommand):
         self.say(self.style.SUCCESS(f" {outcome.message[:1].upper()}{outcome.message[1:]}."))
 
     def claim_console_run(self, run_id: int, target):
+        """Claim the queued console run ``run_id`` of ``target`` (queued -> running)."""
         from migration_console.core.models import Run
 
         updated = Run.objects.filter(pk=run_id, state=Run.State.QUEUED, target=target.name).update(
@@ -485,5 +472,4 @@ class Command(BaseCommand):
             raise CommandError(
                 f"run {run_id} is not a queued run of {target.name}", returncode=EXIT_BAD_INPUT
             )
-        run = Run.objects.select_related("user").get(pk=run_id)
-        return run, run.requested_by, run.channel
+        return Run.objects.select_related("user").get(pk=run_id)
