@@ -28,6 +28,7 @@ PYTHON = sys.executable
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import pgcluster  # noqa: E402
+from redisserver import RedisUnavailable, temporary_redis  # noqa: E402
 
 TRACKING_DDL = (
     "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
@@ -282,33 +283,15 @@ class ConsoleServer:
         self.bench = bench
         self.workdir = Path(tempfile.mkdtemp(prefix="mc-bench-srv-"))
         self.procs: list[subprocess.Popen] = []
-        redis = shutil.which("redis-server")
-        if not redis:
-            sys.exit("bench: redis-server not found (apt-get install redis-server)")
-        redis_port = free_port()
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    redis,
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.workdir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        self._services = contextlib.ExitStack()
+        try:
+            redis_url = self._services.enter_context(temporary_redis(self.workdir))
+        except RedisUnavailable as exc:
+            sys.exit(f"bench: {exc}")
         bench_dir = str(ROOT / "bench")
         self.env = bench.env(
             target_db,
-            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            REDIS_URL=redis_url,
             DJANGO_SETTINGS_MODULE="bench_settings",
             PYTHONPATH=os.pathsep.join([bench_dir, str(ROOT)]),
             WEB_CONCURRENCY=str(workers),
@@ -397,6 +380,7 @@ class ConsoleServer:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self._services.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

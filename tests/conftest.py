@@ -21,6 +21,9 @@ from django.db import connection
 from migration_console.targets import TargetConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from redisserver import RedisUnavailable, temporary_redis  # noqa: E402
 
 
 def _server_dsn(dbname: str) -> str:
@@ -156,3 +159,13 @@ def migrate_sql(*args: str) -> tuple[int, str]:
     except CommandError as error:
         return error.returncode, out.getvalue() + str(error)
     return 0, out.getvalue()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server on a free loopback port (the shared rate-limit cache)."""
+    try:
+        with temporary_redis(tmp_path) as url:
+            yield url
+    except RedisUnavailable as exc:
+        pytest.fail(f"{exc} (.ci/run installs it)")

@@ -58,31 +58,6 @@ def stop(proc: subprocess.Popen) -> tuple[str, str]:
     return proc.stdout.read(), proc.stderr.read()
 
 
-@pytest.fixture
-def redis_url():
-    server = shutil_which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-    def ping():
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    try:
-        wait_for(ping, 10, "redis-server", proc)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_quietly(proc)
-
-
 def shutil_which(name: str):
     import shutil
 

@@ -43,37 +43,6 @@ def wait_until(check, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    if not shutil.which(REDIS_SERVER):
-        pytest.fail("redis-server is missing: apt-get install redis-server (.ci/run does)")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        wait_until(client.ping, 10, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def request(port: int, method: str, path: str, body: str = "", headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
