@@ -122,8 +122,16 @@ class Command(BaseCommand):
             dest="as_json",
             help="machine-readable output (the API's shapes)",
         )
-        parser.add_argument("--allow-out-of-order", action="store_true")
-        parser.add_argument("--allow-drift", action="store_true")
+        parser.add_argument(
+            "--allow-out-of-order",
+            action="store_true",
+            help="run: also apply pending files older than the newest applied one",
+        )
+        parser.add_argument(
+            "--allow-drift",
+            action="store_true",
+            help="run: proceed although applied migrations are drifted or missing",
+        )
         parser.add_argument(
             "--backup",
             dest="backup_dir",
