@@ -40,7 +40,8 @@ def expand_env(value: str, where: str) -> str:
     return _VAR.sub(replace, value)
 
 
-def _resolve_path(raw: str, base_dir: Path) -> str:
+def _resolve_path(raw: str) -> str:
+    """Relative to the working directory, as a shell user means it."""
     path = Path(raw)
     return str(path if path.is_absolute() else (Path.cwd() / path).resolve())
 
@@ -79,7 +80,7 @@ def _validate(
     return TargetConfig(name=name, dsn=dsn, schema=schema, path=path)
 
 
-def load_targets_file(file_path: str, base_dir: Path) -> dict[str, TargetConfig]:
+def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
     import yaml
 
     try:
@@ -141,7 +142,7 @@ def load_targets_file(file_path: str, base_dir: Path) -> dict[str, TargetConfig]
             str(name),
             values["dsn"],
             values["schema"],
-            _resolve_path(values["path"], base_dir),
+            _resolve_path(values["path"]),
             where,
         )
     return targets
@@ -151,10 +152,10 @@ def load_targets(base_dir: Path, default_dsn: str) -> dict[str, TargetConfig]:
     targets: dict[str, TargetConfig] = {}
     dsn = os.environ.get("DB_DSN") or default_dsn
     path_raw = os.environ.get("MIGRATIONS_PATH")
-    path = _resolve_path(path_raw, base_dir) if path_raw else str(base_dir / "migrations_sql")
+    path = _resolve_path(path_raw) if path_raw else str(base_dir / "migrations_sql")
     schema = os.environ.get("DB_SCHEMA") or "public"
     targets_file = os.environ.get("MIGRATION_TARGETS_FILE")
-    from_file = load_targets_file(targets_file, base_dir) if targets_file else {}
+    from_file = load_targets_file(targets_file) if targets_file else {}
     if DEFAULT_TARGET not in from_file:
         targets[DEFAULT_TARGET] = _validate(
             DEFAULT_TARGET,

@@ -32,7 +32,7 @@ def clean_env(monkeypatch):
 def refusal(tmp_path, text: str) -> str:
     file = write_yaml(tmp_path, text)
     with pytest.raises(ImproperlyConfigured) as caught:
-        load_targets_file(str(file), ROOT)
+        load_targets_file(str(file))
     return str(caught.value)
 
 
@@ -158,7 +158,7 @@ def test_passwords_stay_out_of_reprs_and_display_dsns(tmp_path, clean_env):
     file = write_yaml(
         tmp_path, f"db_main:\n  dsn: postgres://app:hunter2@db:5432/app\n  path: {tmp_path}\n"
     )
-    config = load_targets_file(str(file), ROOT)["db_main"]
+    config = load_targets_file(str(file))["db_main"]
     assert "hunter2" not in repr(config)
     target = Target(name="db_main", dsn=config.dsn, schema="public", path=str(tmp_path))
     assert target.display_dsn == "host=db port=5432 dbname=app user=app"
@@ -227,7 +227,7 @@ def test_status_run_and_metrics_cover_both_targets_of_a_yaml_file(
 
     # The console process reads the same file: metrics cover both targets.
     monkeypatch.setenv("MAIN_DSN", main.dsn)
-    settings.MIGRATION_TARGETS = load_targets_file(str(file), ROOT)
+    settings.MIGRATION_TARGETS = load_targets_file(str(file))
     response = client.get("/metrics")
     assert response.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
