@@ -420,11 +420,17 @@ class AuditFilterForm(forms.Form):
         return queryset
 
 
+def _filtered_audit(request) -> tuple[AuditFilterForm, object]:
+    """The filter form bound to the query string, and the events it selects."""
+    form = AuditFilterForm(request.GET or None)
+    events = AuditEvent.objects.all()
+    return form, (form.filter(events) if request.GET else events)
+
+
 @require_GET
 @audit_view_required
 def audit_review(request):
-    form = AuditFilterForm(request.GET or None)
-    events = form.filter(AuditEvent.objects.all()) if request.GET else AuditEvent.objects.all()
+    form, events = _filtered_audit(request)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -476,8 +482,7 @@ class _Echo:
 @require_GET
 @audit_view_required
 def audit_export(request):
-    form = AuditFilterForm(request.GET or None)
-    events = form.filter(AuditEvent.objects.all()) if request.GET else AuditEvent.objects.all()
+    _, events = _filtered_audit(request)
     writer = csv.writer(_Echo())
 
     def rows():
