@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> dict:
         files = write_create_table_files(directory, args.files)
         with bench_cluster() as bench:
             dbname = "db_api"
-            bench.cluster.ensure_database(dbname)
             seed_applied(bench, dbname, files[: args.applied])
             bench.extra_env = {"MIGRATIONS_PATH": str(directory)}
             server = ConsoleServer(bench, dbname, workers=args.workers)

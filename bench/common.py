@@ -385,8 +385,9 @@ class ConsoleServer:
 
 
 def seed_applied(bench: "BenchCluster", dbname: str, files: list[Path]) -> None:
-    """Record ``files`` as completed in a fresh tracking table, without running them:
-    status reads only the tracking table and the files."""
+    """Create ``dbname`` if needed and record ``files`` as completed in a fresh tracking
+    table, without running them: status reads only the tracking table and the files."""
+    bench.cluster.ensure_database(dbname)
     with bench.connect(dbname) as conn:
         conn.execute(TRACKING_DDL)
         with conn.cursor().copy(

@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> dict:
         files = write_create_table_files(directory, args.files)
         with bench_cluster() as bench:
             dbname = "db_status"
-            bench.cluster.ensure_database(dbname)
             seed_applied(bench, dbname, files[: args.applied])
             data["command"] = bench_command(bench, dbname, directory, args.rounds)
             if not args.no_api:
