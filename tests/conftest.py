@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,3 +170,13 @@ def redis_url(tmp_path):
             yield url
     except RedisUnavailable as exc:
         pytest.fail(f"{exc} (.ci/run installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _console_runner_reapers_finish():
+    """A console run's reaper thread (core/services/launch.py) records a dead runner;
+    let it finish inside the test that started it, while its database still exists."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.startswith("reap-run-"):
+            thread.join(30)
