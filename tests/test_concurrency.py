@@ -145,7 +145,7 @@ def test_a_killed_runners_run_is_closed_with_an_audit_row_once_its_sessions_are_
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
         [f"migration-console run#{run.pk} cli %"],
     )
-    assert tagged == 2  # the runner's session and its lock session
+    assert tagged == 1  # the runner's one session, which also holds the lock
     assert runs_reap_abandoned(target=target_get("db_main"), older_than=0) == 0  # alive
 
     os.kill(runner.pid, signal.SIGKILL)

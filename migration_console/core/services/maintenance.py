@@ -47,6 +47,7 @@ from migration_console.core.services.runner import (
     RunObserver,
     RunOutcome,
     ScriptFailed,
+    SessionLost,
     StepResult,
     execute_in_transaction,
     execute_statements,
@@ -500,10 +501,17 @@ def _perform(conn, plan: MaintenancePlan, *, actor: str, observer: RunObserver) 
         observer.migration_started(change.file)
         started = time.perf_counter_ns()
         try:
-            if plan.action == ROLLBACK:
-                _run_down(conn, target, change)
-            else:
-                _repair(conn, target, change, actor)
+            try:
+                if plan.action == ROLLBACK:
+                    _run_down(conn, target, change)
+                else:
+                    _repair(conn, target, change, actor)
+            except SessionLost as lost:
+                raise _StepFailed(
+                    f"lost the session to {target.name} during {change.file.filename}: {lost}; "
+                    "its open transaction was rolled back with the session and the lock went "
+                    "with it, so nothing further was started: check the status"
+                ) from lost
         except _StepFailed as failure:
             step = StepResult(
                 change.version,

@@ -1,16 +1,26 @@
 """Apply pending migrations to one target under the advisory lock.
 
+The lock is held by the very session that applies the files (Flyway's model):
+whatever ends that session (an idle timeout, a proxy, ``pg_terminate_backend``,
+a restart) ends the lock and the work together, so no second runner can take
+the lock while this one is still applying a file, and this runner cannot
+continue without it (it never reconnects mid-run).
+
 Each transactional file travels to the server as one query string,
 ``BEGIN; SET LOCAL lock_timeout; <file>; <tracking insert>; COMMIT``: one round
-trip, applied entirely or not at all together with its tracking row. A
-no-transaction file runs statement by statement in autocommit.
+trip, applied entirely or not at all together with its tracking row. The
+insert is never an upsert, so a version recorded meanwhile by anyone else rolls
+the file back. A no-transaction file is recorded ``failed``/interrupted before
+its first statement and runs statement by statement in autocommit.
 """
 
+import contextlib
 import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -31,14 +41,20 @@ from migration_console.core.services.status import (
 from migration_console.core.services.targets import Target, target_connect
 from migration_console.core.services.tracking import (
     completed_row_sql,
+    is_duplicate_record,
     tracking_ensure,
-    tracking_record,
+    tracking_record_failure,
+    tracking_record_finished,
+    tracking_record_started,
     tracking_rows,
 )
 
 SUCCESS = "success"
 UP_TO_DATE = "up_to_date"
 FAILED_OUTCOME = "failed"
+# A step the run could not start because it lost its session after the previous
+# file committed; it changed nothing.
+NOT_STARTED = "not_started"
 
 
 @dataclass
@@ -87,7 +103,7 @@ class RunOutcome:
 
     @property
     def failure(self) -> StepResult | None:
-        return next((step for step in self.steps if step.status == FAILED), None)
+        return next((step for step in self.steps if step.status in (FAILED, NOT_STARTED)), None)
 
 
 class RunObserver:
@@ -125,24 +141,20 @@ def application_name(channel: str, actor: str) -> str:
 def target_session(
     target: Target, *, channel: str, actor: str, use_lock: bool, lock_wait: float | None
 ) -> Iterator:
-    """A runner connection, plus the advisory lock on its own connection for the whole run."""
-    name = application_name(channel, actor)
+    """The runner's one connection to ``target``, holding the advisory lock (unless
+    ``use_lock`` is false) for as long as it lives."""
     wait = settings.MIGRATION_LOCK_WAIT if lock_wait is None else lock_wait
-    lock_conn = target_connect(target, application_name=f"{name} lock") if use_lock else None
-    try:
+    with target_connect(target, application_name=application_name(channel, actor)) as conn:
         key = None
-        if lock_conn is not None:
-            key = lock_acquire(
-                lock_conn, target.schema, wait_seconds=wait, database_label=target.name
-            )
-        with target_connect(target, application_name=name) as conn:
-            _check_lock_timeout(conn)
-            yield conn
-        if key is not None:
-            lock_release(lock_conn, key)
-    finally:
-        if lock_conn is not None:
-            lock_conn.close()
+        if use_lock:
+            key = lock_acquire(conn, target.schema, wait_seconds=wait, database_label=target.name)
+        _check_lock_timeout(conn)
+        yield conn
+        if key is not None and not (conn.closed or conn.broken):
+            # Closing the session frees it too; unlocking first keeps a pooled
+            # or slow-closing session from holding it a moment longer.
+            with contextlib.suppress(Exception):
+                lock_release(conn, key)
 
 
 def _check_lock_timeout(conn) -> None:
@@ -230,6 +242,26 @@ class ScriptFailed(Exception):
     """A migration or down file failed; the message is the database's, with its line."""
 
 
+class SessionLost(Exception):
+    """The runner's session ended under it (terminated, timed out, target restarted):
+    its open transaction was rolled back by the server and its lock is gone."""
+
+
+class RecordedMeanwhile(Exception):
+    """The version was recorded by another runner while this one applied it; this
+    runner's transaction was rolled back."""
+
+
+def _session_gone(conn) -> bool:
+    return conn.closed or conn.broken
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+
+
 def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
     """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
     sent as one query string: one round trip, applied entirely or not at all."""
@@ -239,7 +271,16 @@ def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
     try:
         conn.execute(query.encode())
     except Exception as exc:
-        conn.execute("ROLLBACK")
+        if _session_gone(conn):
+            raise SessionLost(_cause(exc)) from exc
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            if _session_gone(conn):
+                raise SessionLost(_cause(exc)) from exc
+            raise
+        if is_duplicate_record(exc):
+            raise RecordedMeanwhile(str(exc)) from exc
         raise ScriptFailed(_error_text(exc, script, len(prefix))) from exc
 
 
@@ -255,10 +296,14 @@ def execute_statements(conn, script: MigrationFile) -> None:
         try:
             conn.execute(statement.encode())
         except Exception as exc:
+            if _session_gone(conn):
+                raise SessionLost(_cause(exc)) from exc
             raise ScriptFailed(_error_text(exc, script, 0)) from exc
 
 
-def _apply_transactional(conn, target: Target, migration: MigrationFile, applied_by: str) -> None:
+def _apply_transactional(
+    conn, target: Target, migration: MigrationFile, applied_by: str, retry: bool
+) -> None:
     record = completed_row_sql(
         conn,
         target.schema,
@@ -266,6 +311,7 @@ def _apply_transactional(conn, target: Target, migration: MigrationFile, applied
         name=migration.name,
         checksum=migration.checksum,
         applied_by=applied_by,
+        replaces_failure=retry,
     )
     execute_in_transaction(conn, migration, record)
 
@@ -273,17 +319,61 @@ def _apply_transactional(conn, target: Target, migration: MigrationFile, applied
 def _apply_without_transaction(
     conn, target: Target, migration: MigrationFile, applied_by: str, started: int
 ) -> None:
-    execute_statements(conn, migration)
-    tracking_record(
-        conn,
-        target.schema,
-        version=migration.version,
-        name=migration.name,
-        checksum=migration.checksum,
-        status="completed",
-        duration_ns=time.perf_counter_ns() - started,
-        applied_by=applied_by,
-    )
+    try:
+        tracking_record_started(
+            conn,
+            target.schema,
+            version=migration.version,
+            name=migration.name,
+            checksum=migration.checksum,
+            applied_by=applied_by,
+        )
+    except Exception as exc:
+        if _session_gone(conn):
+            raise SessionLost(_cause(exc)) from exc
+        if is_duplicate_record(exc):
+            raise RecordedMeanwhile(str(exc)) from exc
+        raise
+    try:
+        execute_statements(conn, migration)
+    except ScriptFailed as failure:
+        tracking_record_finished(
+            conn,
+            target.schema,
+            version=migration.version,
+            duration_ns=time.perf_counter_ns() - started,
+            error=str(failure),
+        )
+        raise
+    try:
+        tracking_record_finished(
+            conn,
+            target.schema,
+            version=migration.version,
+            duration_ns=time.perf_counter_ns() - started,
+            error=None,
+        )
+    except Exception as exc:
+        if _session_gone(conn):
+            raise SessionLost(_cause(exc)) from exc
+        raise
+
+
+def _in_flight_state(target: Target, migration: MigrationFile, since) -> str:
+    """What the tracking table says of the file that was in flight when the session
+    was lost, read on a fresh session: its commit may or may not have landed."""
+    try:
+        with target_connect(target, application_name="migration-console check") as conn:
+            row = tracking_rows(conn, target.schema).get(migration.version)
+    except Exception as exc:
+        return f"unknown ({target.name} unreachable: {_cause(exc)}); check the status"
+    if row is None:
+        return "not recorded: its transaction was rolled back"
+    if row.status == "completed" and row.checksum == migration.checksum and row.applied_at >= since:
+        return "completed: its commit landed before the session ended"
+    if row.status == "failed" and (row.error or "").startswith("interrupted"):
+        return "recorded failed (interrupted): resolve it with `migrate_sql repair` after a check"
+    return f"recorded {row.status} by {row.applied_by} at {row.applied_at:%Y-%m-%d %H:%M:%S%z}"
 
 
 def apply_plan(
@@ -293,32 +383,75 @@ def apply_plan(
     *,
     applied_by: str,
     observer: RunObserver,
+    retried: frozenset[str] = frozenset(),
 ) -> list[StepResult]:
+    """Apply ``plan`` in order, stopping at the first failure. ``retried``: versions
+    whose tracking row is a ``failed`` attempt that this run replaces."""
     steps: list[StepResult] = []
     for migration in plan:
         observer.migration_started(migration)
         started = time.perf_counter_ns()
+        started_at = datetime.now(UTC)
         try:
             if migration.no_transaction:
                 _apply_without_transaction(conn, target, migration, applied_by, started)
             else:
-                _apply_transactional(conn, target, migration, applied_by)
+                _apply_transactional(
+                    conn, target, migration, applied_by, migration.version in retried
+                )
         except ScriptFailed as failure:
             duration = time.perf_counter_ns() - started
-            tracking_record(
-                conn,
-                target.schema,
-                version=migration.version,
-                name=migration.name,
-                checksum=migration.checksum,
-                status="failed",
-                duration_ns=duration,
-                applied_by=applied_by,
-                error=str(failure),
-            )
+            if not migration.no_transaction:  # a no-transaction file's row is closed already
+                tracking_record_failure(
+                    conn,
+                    target.schema,
+                    version=migration.version,
+                    name=migration.name,
+                    checksum=migration.checksum,
+                    duration_ns=duration,
+                    applied_by=applied_by,
+                    error=str(failure),
+                )
             step = StepResult(migration.version, migration.name, FAILED, duration, str(failure))
             steps.append(step)
             observer.migration_finished(step)
+            break
+        except RecordedMeanwhile:
+            message = (
+                f"{migration.filename} was recorded by another runner while this one applied "
+                "it (was a run started with --no-lock?); this runner's changes were rolled "
+                "back and no further file was started"
+            )
+            step = StepResult(
+                migration.version, migration.name, FAILED, time.perf_counter_ns() - started, message
+            )
+            steps.append(step)
+            observer.migration_finished(step)
+            break
+        except SessionLost as lost:
+            state = _in_flight_state(target, migration, started_at)
+            message = (
+                f"lost the session to {target.name} while applying {migration.filename}: "
+                f"{lost}. The advisory lock went with it, so this runner stopped and started "
+                f"no further file. {migration.filename}: {state}"
+            )
+            landed = state.startswith("completed")
+            step = StepResult(
+                migration.version,
+                migration.name,
+                "completed" if landed else FAILED,
+                time.perf_counter_ns() - started,
+                message,
+            )
+            steps.append(step)
+            observer.migration_finished(step)
+            following = plan[plan.index(migration) + 1 :]
+            if landed and following:
+                # The file is in, but the run stops here: report the first file it
+                # could not start as the failure.
+                steps.append(
+                    StepResult(following[0].version, following[0].name, NOT_STARTED, 0, message)
+                )
             break
         step = StepResult(
             migration.version, migration.name, "completed", time.perf_counter_ns() - started
@@ -369,7 +502,14 @@ def migrations_apply(
             backup_file = backup_create(target, backup_dir)
             observer.backup_created(backup_file)
         tracking_ensure(conn, target.schema)
-        steps = apply_plan(conn, target, plan, applied_by=actor, observer=observer)
+        steps = apply_plan(
+            conn,
+            target,
+            plan,
+            applied_by=actor,
+            observer=observer,
+            retried=frozenset(item.version for item in status.with_state(FAILED)),
+        )
     outcome = RunOutcome(
         status=SUCCESS,
         target=target.name,

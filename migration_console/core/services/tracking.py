@@ -78,6 +78,19 @@ _SERVER_DURATION = sql.SQL(
 
 
 @functools.lru_cache(maxsize=64)  # immutable, and composed once per file otherwise
+def insert_statement(schema: str, *, server_duration: bool = False) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {table}"
+        " (version, name, checksum, status, applied_at, duration_ns, applied_by, error)"
+        " VALUES (%(version)s, %(name)s, %(checksum)s, %(status)s, clock_timestamp(),"
+        " {duration_ns}, %(applied_by)s, %(error)s)"
+    ).format(
+        table=table_identifier(schema),
+        duration_ns=_SERVER_DURATION if server_duration else sql.SQL("%(duration_ns)s"),
+    )
+
+
+@functools.lru_cache(maxsize=64)
 def upsert_statement(schema: str, *, server_duration: bool = False) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {table}"
@@ -95,10 +108,24 @@ def upsert_statement(schema: str, *, server_duration: bool = False) -> sql.Compo
 
 
 def completed_row_sql(
-    conn, schema: str, *, version: str, name: str, checksum: str, applied_by: str
+    conn,
+    schema: str,
+    *,
+    version: str,
+    name: str,
+    checksum: str,
+    applied_by: str,
+    replaces_failure: bool,
 ) -> str:
     """The tracking insert as literal SQL, to travel in the same query string
-    (and so the same transaction and round trip) as the migration itself."""
+    (and so the same transaction and round trip) as the migration itself.
+
+    A plain INSERT, never an upsert: if another runner recorded the version
+    meanwhile, the primary key refuses it and the whole file rolls back, instead
+    of this runner overwriting that row after applying the file a second time.
+    ``replaces_failure``: a ``failed`` row of an earlier attempt goes first (only
+    a failed one: a completed row still makes the INSERT fail).
+    """
     from psycopg import ClientCursor
 
     params = {
@@ -109,35 +136,115 @@ def completed_row_sql(
         "applied_by": applied_by,
         "error": None,
     }
-    return ClientCursor(conn).mogrify(upsert_statement(schema, server_duration=True), params)
+    cursor = ClientCursor(conn)
+    insert = cursor.mogrify(insert_statement(schema, server_duration=True), params)
+    if not replaces_failure:
+        return insert
+    delete = cursor.mogrify(_DELETE_FAILED.format(table_identifier(schema)), params)
+    return f"{delete};\n{insert}"
 
 
-def tracking_record(
+_DELETE_FAILED = sql.SQL("DELETE FROM {} WHERE version = %(version)s AND status = 'failed'")
+
+
+def is_duplicate_record(exc: Exception) -> bool:
+    """The error of a tracking INSERT refused because the version is recorded already."""
+    diag = getattr(exc, "diag", None)
+    return (
+        getattr(exc, "sqlstate", None) == "23505" and diag is not None and diag.table_name == TABLE
+    )
+
+
+def tracking_record_failure(
     conn,
     schema: str,
     *,
     version: str,
     name: str,
     checksum: str,
-    status: str,
     duration_ns: int,
     applied_by: str,
-    error: str | None = None,
-) -> None:
-    """Insert or replace one row in its own transaction (failures, no-transaction files)."""
+    error: str,
+) -> bool:
+    """Record a failed attempt in its own transaction; a ``completed`` row (another
+    runner's) is never overwritten. Returns whether a row was written."""
     with conn.transaction():
-        conn.execute(
-            upsert_statement(schema),
+        cursor = conn.execute(
+            _FAILURE_UPSERT.format(table=table_identifier(schema)),
             {
                 "version": version,
                 "name": name,
                 "checksum": checksum,
-                "status": status,
+                "status": "failed",
                 "duration_ns": duration_ns,
                 "applied_by": applied_by,
                 "error": error,
             },
         )
+        return cursor.rowcount == 1
+
+
+_FAILURE_UPSERT = sql.SQL(
+    "INSERT INTO {table}"
+    " (version, name, checksum, status, applied_at, duration_ns, applied_by, error)"
+    " VALUES (%(version)s, %(name)s, %(checksum)s, %(status)s, clock_timestamp(),"
+    " %(duration_ns)s, %(applied_by)s, %(error)s)"
+    " ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name,"
+    " checksum = EXCLUDED.checksum, status = EXCLUDED.status,"
+    " applied_at = EXCLUDED.applied_at, duration_ns = EXCLUDED.duration_ns,"
+    " applied_by = EXCLUDED.applied_by, error = EXCLUDED.error"
+    " WHERE {table}.status = 'failed'"
+)
+
+
+def interrupted_message(applied_by: str) -> str:
+    return (
+        f"interrupted: {applied_by} started this file outside a transaction and did not "
+        "finish it (runner killed, connection lost or target restarted); the database may "
+        "be half-changed (e.g. an INVALID index from CREATE INDEX CONCURRENTLY): check it "
+        "by hand, then resolve it with `migrate_sql repair <version>`"
+    )
+
+
+def tracking_record_started(
+    conn, schema: str, *, version: str, name: str, checksum: str, applied_by: str
+) -> None:
+    """Record a no-transaction file as ``failed``/interrupted before its first
+    statement, so a runner that dies inside it leaves a row that blocks the next
+    run until ``repair`` instead of the file being run again from the start.
+    Raises the unique violation (``is_duplicate_record``) when another runner
+    recorded the version meanwhile."""
+    table = table_identifier(schema)
+    params = {
+        "version": version,
+        "name": name,
+        "checksum": checksum,
+        "status": "failed",
+        "duration_ns": 0,
+        "applied_by": applied_by,
+        "error": interrupted_message(applied_by),
+    }
+    with conn.transaction():
+        conn.execute(_DELETE_FAILED.format(table), params)
+        conn.execute(insert_statement(schema), params)
+
+
+def tracking_record_finished(
+    conn, schema: str, *, version: str, duration_ns: int, error: str | None
+) -> None:
+    """Close the row ``tracking_record_started`` wrote: ``completed``, or still
+    ``failed`` with the database's message instead of "interrupted"."""
+    status = "failed" if error else "completed"
+    with conn.transaction():
+        cursor = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET status = %s, error = %s, duration_ns = %s,"
+                " applied_at = clock_timestamp() WHERE version = %s AND status = 'failed'"
+            ).format(table_identifier(schema)),
+            [status, error, duration_ns, version],
+        )
+        if cursor.rowcount != 1:
+            raise RuntimeError(f"the tracking row of {version} changed while it ran")
 
 
 def tracking_delete(conn, schema: str, version: str) -> None:
