@@ -174,3 +174,26 @@ def test_a_killed_concurrent_index_build_blocks_the_next_run_instead_of_ending_c
         "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indrelid = 'big'::regclass"
     )
     assert invalid == 1
+
+
+@pytest.mark.django_db
+def test_an_error_in_a_later_statement_of_a_no_transaction_file_names_its_line(target):
+    target.write(
+        "001_by_hand.sql",
+        "-- migrate:no-transaction\n"
+        "CREATE TABLE a (id int);\n"
+        "\n"
+        "CREATE TABLE b (id int);\n"
+        "SELECT no_such_column FROM b;\n",
+    )
+    code, out = migrate_sql("run", "--yes")
+    assert code == 1
+    assert "line 5 of 001_by_hand.sql" in out
+
+
+@pytest.mark.django_db
+def test_an_error_without_a_position_names_the_statements_first_line(target):
+    target.write("001_div.sql", "-- migrate:no-transaction\nSELECT 1;\n\nSELECT 1 / 0;\n")
+    code, out = migrate_sql("run", "--yes")
+    assert code == 1
+    assert "division by zero (statement starting on line 4 of 001_div.sql)" in out

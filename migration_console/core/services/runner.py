@@ -29,7 +29,7 @@ from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import ConfigurationError, RunRefused
 from migration_console.core.services.lint import refuse_lint_errors
 from migration_console.core.services.locking import lock_acquire, lock_release
-from migration_console.core.services.sqlsplit import split_statements
+from migration_console.core.services.sqlsplit import statement_spans
 from migration_console.core.services.status import (
     DRIFTED,
     FAILED,
@@ -204,7 +204,12 @@ def refuse_unsafe_run(status: TargetStatus, options: RunOptions) -> None:
         )
 
 
-def _error_text(exc: Exception, migration: MigrationFile, offset: int) -> str:
+def _error_text(
+    exc: Exception, migration: MigrationFile, offset: int, statement_start: int | None = None
+) -> str:
+    """The database's message with the file's line: ``offset`` is where the file's
+    text starts in the query string sent (negative: the query is a statement that
+    starts ``-offset`` characters into the file)."""
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag else None
     if not primary:
@@ -214,6 +219,11 @@ def _error_text(exc: Exception, migration: MigrationFile, offset: int) -> str:
     if position and int(position) > offset:
         line = migration.sql.count("\n", 0, int(position) - 1 - offset) + 1
         text += f" (line {line} of {migration.filename})"
+    elif statement_start is not None:
+        rest = migration.sql[statement_start:]
+        first = statement_start + len(rest) - len(rest.lstrip())
+        line = migration.sql.count("\n", 0, first) + 1
+        text += f" (statement starting on line {line} of {migration.filename})"
     for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint)):
         if value:
             text += f"\n{label}: {value}"
@@ -292,13 +302,13 @@ def execute_statements(conn, script: MigrationFile) -> None:
     conn.execute(
         sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
     )
-    for statement in split_statements(script.sql):
+    for start, end in statement_spans(script.sql):
         try:
-            conn.execute(statement.encode())
+            conn.execute(script.sql[start:end].encode())
         except Exception as exc:
             if _session_gone(conn):
                 raise SessionLost(_cause(exc)) from exc
-            raise ScriptFailed(_error_text(exc, script, 0)) from exc
+            raise ScriptFailed(_error_text(exc, script, -start, statement_start=start)) from exc
 
 
 def _apply_transactional(

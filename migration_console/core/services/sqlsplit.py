@@ -1,13 +1,25 @@
-"""Split a SQL script into statements the way psql does.
+"""Split and classify a SQL script with PostgreSQL's own grammar.
 
-Only needed for no-transaction files: PostgreSQL runs a multi-statement query
-string as one implicit transaction, which ``CREATE INDEX CONCURRENTLY``
+pglast embeds libpg_query, the server's parser, so dollar quotes, ``BEGIN ATOMIC``
+bodies, nested comments and ``E''`` strings end where the server says they end.
+
+Splitting is needed for no-transaction files: PostgreSQL runs a multi-statement
+query string as one implicit transaction, which ``CREATE INDEX CONCURRENTLY``
 refuses, so such files are sent one statement at a time.
 """
 
+import json
 import re
+from typing import NamedTuple
 
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+from pglast.parser import ParseError, parse_sql_json, scan
+
+
+class _Statement(NamedTuple):
+    start: int  # just after the previous statement: leading comments belong to this one
+    end: int  # just after its ";", or the end of the text
+    first_token: int
+    node: dict  # the parse tree, e.g. {"TransactionStmt": {"kind": ...}}
 
 
 def split_statements(sql: str) -> list[str]:
@@ -15,82 +27,110 @@ def split_statements(sql: str) -> list[str]:
 
 
 def statement_spans(sql: str) -> list[tuple[int, int]]:
-    """(start, end) offsets of each statement that holds code, ``;`` included."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    i = 0
-    length = len(sql)
-    while i < length:
-        char = sql[i]
-        nxt = sql[i + 1] if i + 1 < length else ""
-        if char == "-" and nxt == "-":
-            end = sql.find("\n", i)
-            i = length if end == -1 else end + 1
-        elif char == "/" and nxt == "*":
-            depth, i = 1, i + 2
-            while i < length and depth:
-                if sql.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif sql.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-        elif char in ("'", '"'):
-            escapes = char == "'" and i > 0 and sql[i - 1] in "eE"
-            i += 1
-            while i < length:
-                if escapes and sql[i] == "\\":
-                    i += 2
-                    continue
-                if sql[i] == char:
-                    if i + 1 < length and sql[i + 1] == char:
-                        i += 2
-                        continue
-                    break
-                i += 1
-            i += 1
-        elif char == "$":
-            match = _DOLLAR_TAG.match(sql, i)
-            if match and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
-                tag = match.group(0)
-                end = sql.find(tag, match.end())
-                i = length if end == -1 else end + len(tag)
-            else:
-                i += 1
-        elif char == ";":
-            spans.append((start, i + 1))
-            start = i = i + 1
-        else:
-            i += 1
-    spans.append((start, length))
-    return [(a, b) for a, b in spans if _has_code(sql[a:b])]
+    """(start, end) offsets of each statement, ``;`` included. A statement also holds
+    the whitespace and comments before it; a tail of only comments is no statement.
 
-
-def _has_code(statement: str) -> bool:
-    """True when the fragment holds more than whitespace, comments and semicolons."""
-    stripped = re.sub(r"--[^\n]*", "", statement)
-    stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.S)
-    return bool(stripped.replace(";", "").strip())
+    Text the parser refuses comes back as one span: the server parses a whole query
+    string before running any of it, so it reports the syntax error (with its position,
+    which is then the file's own) and runs nothing, rather than this module guessing
+    where statements end or refusing a file the server's own grammar may accept.
+    """
+    try:
+        statements = _parse(sql)
+    except ParseError:
+        return [(0, len(sql))]
+    return [(statement.start, statement.end) for statement in statements]
 
 
 # Statements that end or open a transaction. A transactional file runs inside the
 # runner's own transaction, together with its tracking row: one of these would
-# commit half of it. (END is left out: it also closes a BEGIN ATOMIC body.)
-_TRANSACTION_CONTROL = re.compile(
-    r"(?:\s|--[^\n]*\n?|/\*.*?\*/)*"
-    r"(BEGIN|COMMIT|ROLLBACK(?!\s+TO\b)|ABORT|START\s+TRANSACTION)\b",
-    re.IGNORECASE | re.DOTALL,
+# commit half of it, or leave the tracking row to a transaction nobody closes.
+# Savepoints nest inside that transaction and are fine.
+_SAVEPOINT_KINDS = {"TRANS_STMT_SAVEPOINT", "TRANS_STMT_RELEASE", "TRANS_STMT_ROLLBACK_TO"}
+_KIND_NAMES = {
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+}
+# Every transaction-control statement starts with one of these words: a file
+# without any of them (most files) is not parsed at all.
+_MAYBE_TRANSACTION_CONTROL = re.compile(
+    r"\b(BEGIN|COMMIT|END|ROLLBACK|ABORT|START|PREPARE)\b", re.IGNORECASE
 )
-_MAYBE_TRANSACTION_CONTROL = re.compile(r"\b(BEGIN|COMMIT|ROLLBACK|ABORT|START)\b", re.I)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
 
 
 def transaction_control(sql: str) -> tuple[str, int] | None:
-    """The first statement that opens or ends a transaction, as (keyword, line), or None."""
+    """The first statement that opens or ends a transaction, as (keyword, line), or None.
+
+    A file with a syntax error yields None: it is no set problem, and the server
+    reports the error with its line when the file runs.
+    """
     if not _MAYBE_TRANSACTION_CONTROL.search(sql):
-        return None  # the common case, without splitting
-    for start, end in statement_spans(sql):
-        match = _TRANSACTION_CONTROL.match(sql, start, end)
-        if match:
-            keyword = " ".join(match.group(1).upper().split())
-            return keyword, sql.count("\n", 0, match.start(1)) + 1
+        return None
+    try:
+        statements = _parse(sql)
+    except ParseError:
+        return None
+    for statement in statements:
+        kind = statement.node.get("TransactionStmt", {}).get("kind")
+        if kind and kind not in _SAVEPOINT_KINDS:
+            first = statement.first_token
+            keyword = _KIND_NAMES.get(kind) or _FIRST_WORD.match(sql, first).group()
+            return keyword.upper(), sql.count("\n", 0, first) + 1
     return None
+
+
+def _parse(sql: str) -> list[_Statement]:
+    """The script's statements, with ``str`` offsets.
+
+    The JSON form of the parse tree is used because it carries libpg_query's UTF-8
+    byte offsets untouched: pglast's Python tree converts each location with a scan
+    over every multi-byte character, which makes a non-ASCII script take minutes.
+    """
+    nul = sql.find("\x00")
+    if nul != -1:
+        # The parser takes a C string and would silently stop at the NUL.
+        raise ParseError("NUL character", nul)
+    raw = json.loads(parse_sql_json(sql)).get("stmts", [])
+    encoded = sql.encode()
+    byte_offsets = []
+    for item in raw:
+        # The grammar leaves out zero fields: no location for the first byte, no length
+        # for a last statement that has no ";" and runs to the end of the text.
+        start = item.get("stmt_location", 0)
+        end = start + item["stmt_len"] if "stmt_len" in item else len(encoded)
+        if encoded[end : end + 1] == b";":
+            end += 1
+        byte_offsets += (start, end)
+    offsets = _char_offsets(sql, encoded, byte_offsets)
+    statements = []
+    previous_end = 0
+    for item, first_token, end in zip(raw, offsets[::2], offsets[1::2], strict=True):
+        start = _after_empty_statements(sql, previous_end, first_token)
+        statements.append(_Statement(start, end, first_token, item["stmt"]))
+        previous_end = end
+    return statements
+
+
+def _char_offsets(sql: str, encoded: bytes, byte_offsets: list[int]) -> list[int]:
+    """``str`` indexes of ascending UTF-8 byte offsets, each at a character boundary."""
+    if len(encoded) == len(sql):
+        return byte_offsets
+    indexes, index, previous = [], 0, 0
+    for offset in byte_offsets:
+        index += len(encoded[previous:offset].decode())
+        previous = offset
+        indexes.append(index)
+    return indexes
+
+
+def _after_empty_statements(sql: str, start: int, first_token: int) -> int:
+    """Where a statement's text begins: after the last stray ``;`` of the comments and
+    whitespace before it (``;`` inside those comments does not count)."""
+    gap = sql[start:first_token]
+    if ";" not in gap:
+        return start
+    semicolons = [token.end for token in scan(gap) if token.name == "ASCII_59"]
+    return start + semicolons[-1] + 1 if semicolons else start
