@@ -156,14 +156,14 @@ def test_a_no_transaction_file_with_a_syntax_error_runs_none_of_it_and_names_the
     assert not target.table_exists("a")
 
 
-# libpq sends a query as a C string, so the server never sees what follows a NUL:
-# the file ends "completed" (or, transactional, half-applied without its tracking
-# row). The fix belongs in discovery: refuse such a file as a bad set.
-@pytest.mark.xfail(strict=True, reason="discovery does not refuse a NUL character yet")
+# libpq sends a query as a C string, so the server would never see what follows a
+# NUL: the file would end "completed" (or, transactional, half-applied without its
+# tracking row). Discovery refuses such a file as a bad set.
 @pytest.mark.django_db
 @pytest.mark.parametrize("directive", ["-- migrate:no-transaction\n", ""])
 def test_a_file_with_a_nul_character_runs_none_of_it(target, directive):
     target.write("001_nul.sql", f"{directive}CREATE TABLE a (id int);\x00\nCREATE TABLE b ();\n")
-    code, _ = migrate_sql("run", "--yes")
-    assert code != 0
+    code, out = migrate_sql("run", "--yes")
+    assert code == 2
+    assert "001_nul.sql: NUL character on line" in out
     assert not target.table_exists("a")

@@ -103,6 +103,27 @@ def test_the_api_answer_changes_at_once_after_a_run_a_rollback_and_a_repair(targ
     assert by_version(repaired)["002"]["checksum"] != by_version(drifted)["002"]["checksum"]
 
 
+def test_a_same_size_edit_whose_mtime_was_restored_shows_as_drifted(target, get_status):
+    """size, mtime and inode all as before (``touch -r``, ``rsync -t``, ``os.utime``):
+    only ctime, which no user can set back, tells that the applied file changed."""
+    file = target.write("001_t1.sql", "CREATE TABLE t1 (id int);\n")
+    run_execute(target_name="db_main", caller=CALLER)
+    assert by_version(get_status())["001"]["status"] == "completed"
+    before = os.stat(file)
+    time.sleep(0.05)  # past the file system's timestamp tick, so the ctime moves
+    file.write_text("CREATE TABLE t9 (id int);\n")  # same size
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(file)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert after.st_ctime_ns != before.st_ctime_ns
+    assert by_version(get_status())["001"]["status"] == "drifted"
+    assert target_status(target_get()).items[0].status == "drifted"
+
+
 def test_a_row_changed_by_someone_else_with_the_same_count_shows_at_once(target, get_status):
     write_numbered(target, 2)
     run_execute(target_name="db_main", caller=CALLER)

@@ -93,6 +93,20 @@ SCHEMAS = {
             "since": _nullable("string", format="date-time"),
         },
     },
+    "Problem": {
+        "type": "object",
+        "description": (
+            "Why the migration files would be refused (a duplicate version, a bad name, "
+            "an unreadable, non-UTF-8 or empty file, a down file without its up file, "
+            "a transactional file with its own BEGIN/COMMIT). Reads still answer; run, "
+            "rollback, baseline and repair refuse while any is listed."
+        ),
+        "required": ["file", "message"],
+        "properties": {
+            "file": {"type": "string", "description": "the file (or directory) at fault"},
+            "message": {"type": "string"},
+        },
+    },
     "Status": {
         "type": "object",
         "required": [
@@ -103,6 +117,7 @@ SCHEMAS = {
             "total",
             "pending_count",
             "applied_count",
+            "problems",
         ],
         "properties": {
             "database": {"type": "string"},
@@ -114,15 +129,17 @@ SCHEMAS = {
             "applied_count": {"type": "integer", "minimum": 0},
             "lock_holder": {"oneOf": [_ref("LockHolder"), {"type": "null"}]},
             "plan_hash": {"type": "string"},
+            "problems": {"type": "array", "items": _ref("Problem")},
         },
     },
     "History": {
         "type": "object",
-        "required": ["total", "migrations"],
+        "required": ["total", "migrations", "problems"],
         "properties": {
             "database": {"type": "string"},
             "total": {"type": "integer", "minimum": 0},
             "migrations": {"type": "array", "items": _ref("MigrationItem")},
+            "problems": {"type": "array", "items": _ref("Problem")},
         },
     },
     "RunRequest": {

@@ -29,7 +29,7 @@ def status(request: HttpRequest, api: ApiRequest):
 @api_endpoint(methods=("GET",), action="history")
 def history(request: HttpRequest, api: ApiRequest):
     """Every recorded migration (completed or failed), newest first, as ``migrate_sql
-    history --json`` prints it."""
+    history --json`` prints it, with the file set's problems beside them."""
     state = target_status(api.target(), with_lock_holder=False)
     recorded = sorted(
         (item for item in state.items if item.row is not None),
@@ -40,6 +40,7 @@ def history(request: HttpRequest, api: ApiRequest):
         "database": state.target.name,
         "total": len(recorded),
         "migrations": [item.as_dict() for item in recorded],
+        "problems": [problem.as_dict() for problem in state.problems],
     }
 
 

@@ -1,20 +1,28 @@
 """Find, validate and checksum the migration files of one directory.
 
-A bad set is refused as a whole before anything runs, naming the file.
-Results are cached by (path, size, mtime, inode) so a status page that is
-polled does not re-read and re-hash every file each time.
+``discover_set`` is lenient: it returns the good files and a list of problems
+(the bad files, each with a reason), for pages that read. ``discover`` is the
+same scan made strict: it raises ``MigrationSetError`` for the first problem,
+so a bad set is refused as a whole before anything runs, naming the file.
+
+A bad file is never shown as a good migration: it is left out of ``files``
+(an applied row of its version then reads ``missing``, and the problem beside
+it says why). Two files for one version leave out both: whichever one ran, a
+status built on a guess could call a version fine that is not.
+
+Results are cached by (path, size, mtime, ctime, inode) so a status page that is
+polled does not re-read and re-hash every file each time. ctime is in the key
+because no user can set it back: an edit of the same size whose mtime was
+restored (``touch -r``, ``os.utime``, ``rsync -t``) is still seen.
 """
 
 import hashlib
 import itertools
 import os
 import re
-import struct
-import sys
-import threading
-import time
 from dataclasses import dataclass
 
+from migration_console.core.services.dirwatch import DirectoryWatch
 from migration_console.core.services.errors import MigrationSetError
 from migration_console.core.services.sqlsplit import transaction_control
 
@@ -39,13 +47,44 @@ class MigrationFile:
 
 
 @dataclass(frozen=True)
+class SetProblem:
+    """One reason the set would be refused: the file (or directory) and why."""
+
+    file: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "message": self.message}
+
+    def as_error(self) -> MigrationSetError:
+        return MigrationSetError(self.file, self.message)
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    """The good up-migrations of a directory in version order, and its problems.
+
+    ``generation``: equal numbers mean the same files with the same contents, so
+    whatever is derived from the set (files and problems) can be cached under it."""
+
+    generation: int
+    files: tuple[MigrationFile, ...]
+    problems: tuple[SetProblem, ...]
+
+    def refuse_problems(self) -> None:
+        """Raise ``MigrationSetError`` for the first problem, if any."""
+        if self.problems:
+            raise self.problems[0].as_error()
+
+
+@dataclass(frozen=True)
 class _ParsedFile:
     sql: str
     checksum: str
     no_transaction: bool
 
 
-_cache: dict[str, tuple[tuple[int, int, int], _ParsedFile]] = {}
+_cache: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
 
 
 def version_key(version: str) -> tuple[int, str]:
@@ -53,7 +92,7 @@ def version_key(version: str) -> tuple[int, str]:
 
 
 def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
-    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     cached = _cache.get(path)
     if cached and cached[0] == signature:
         return cached[1]
@@ -71,6 +110,10 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         sql = sql[1:]
     if not sql.strip():
         raise MigrationSetError(filename, "empty file")
+    if "\x00" in sql:
+        # libpq sends a query as a C string: the server would never see what follows.
+        line = sql.count("\n", 0, sql.index("\x00")) + 1
+        raise MigrationSetError(filename, f"NUL character on line {line}")
     first_line = sql.partition("\n")[0].strip()
     no_transaction = first_line == NO_TRANSACTION_DIRECTIVE
     if not no_transaction:
@@ -92,12 +135,13 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
     return parsed
 
 
-# The last good result per directory, keyed by every .sql entry's name and stat
-# signature: a polled status page pays one stat per file and nothing else. Each
-# cached result carries a generation number, unique in the process, that changes
-# whenever the listing or any file's stat does.
-_listing_cache: dict[str, tuple[tuple, list[MigrationFile], int]] = {}
+# The last result per directory (good files and problems alike), keyed by every
+# .sql entry's name and stat signature: a polled status page pays one stat per
+# file and nothing else. Each cached result carries a generation number, unique in
+# the process, that changes whenever the listing or any file's stat does.
+_listing_cache: dict[str, tuple[tuple, MigrationSet]] = {}
 _generations = itertools.count(1)
+_watch = DirectoryWatch()
 
 
 def discover(directory: str) -> list[MigrationFile]:
@@ -106,202 +150,126 @@ def discover(directory: str) -> list[MigrationFile]:
 
 
 def discover_versioned(directory: str) -> tuple[int, list[MigrationFile]]:
-    """``discover`` plus a generation number: equal numbers mean the same files with
-    the same contents (same names, sizes, mtimes and inodes), so whatever is derived
-    from the files can be cached under it."""
+    """``discover`` plus the set's generation (see ``MigrationSet``)."""
+    found = discover_set(directory)
+    found.refuse_problems()
+    return found.generation, list(found.files)
+
+
+def discover_set(directory: str) -> MigrationSet:
+    """The good files of ``directory`` and the problems of the others; never raises
+    for a bad set (a directory that cannot be listed is a problem too)."""
     cached = _listing_cache.get(directory)
     if cached is not None and _watch.unchanged(directory):
-        return cached[2], list(cached[1])
+        return cached[1]
     _watch.arm(directory)  # before listing: any change from here on shows next time
     try:
-        generation, files, links = _scan(directory)
+        found, cached_now, links = _scan(directory)
     except BaseException:
         _watch.forget(directory)
         raise
-    if links or generation is None:
+    if links or not cached_now:
         _watch.forget(directory)  # symlinked files change without an event here
-    return (generation or next(_generations)), files
+    return found
 
 
-def _scan(directory: str) -> tuple[int | None, list[MigrationFile], bool]:
+def _signature(entry: os.DirEntry) -> tuple:
+    stat = entry.stat()
+    return (
+        entry.name,
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ctime_ns,
+        stat.st_ino,
+        entry.is_file(),
+    )
+
+
+def _scan(directory: str) -> tuple[MigrationSet, bool, bool]:
+    """(the set, whether it was cached under its listing, whether any entry is a link)."""
     try:
         entries = [entry for entry in os.scandir(directory) if entry.name.endswith(".sql")]
-        listing = tuple(
-            (entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ino, entry.is_file())
-            for entry, stat in ((entry, entry.stat()) for entry in entries)
-        )
-    except FileNotFoundError as exc:
-        if not os.path.isdir(directory):
-            raise MigrationSetError(directory, f"cannot list directory ({exc.strerror})") from None
-        listing = None  # a file vanished between listing and stat: take the slow path
     except OSError as exc:
-        raise MigrationSetError(directory, f"cannot list directory ({exc.strerror})") from None
+        problem = SetProblem(directory, f"cannot list directory ({exc.strerror})")
+        return MigrationSet(next(_generations), (), (problem,)), False, False
+    try:
+        listing = tuple(_signature(entry) for entry in entries)
+    except OSError:
+        listing = None  # an entry vanished or cannot be stat'ed: take the slow path
     links = any(entry.is_symlink() for entry in entries)
     cached = _listing_cache.get(directory)
     if listing is not None and cached is not None and cached[0] == listing:
-        return cached[2], list(cached[1]), links
-    files = _discover_entries(entries)
+        return cached[1], True, links
+    files, problems = _discover_entries(entries)
+    found = MigrationSet(next(_generations), tuple(files), tuple(problems))
     if listing is None:
-        return None, list(files), links
-    generation = next(_generations)
-    _listing_cache[directory] = (listing, files, generation)
-    return generation, list(files), links
+        return found, False, links
+    _listing_cache[directory] = (listing, found)
+    return found, True, links
 
 
-class _DirectoryWatch:
-    """Linux inotify on the migration directories, so a polled status skips the
-    stat of every file when nothing in the directory was touched.
-
-    One inotify instance per process (never shared across fork), one watch per
-    directory (at most ``MAX_DIRECTORIES``). A directory counts as unchanged only
-    if it was armed before its last complete scan, no event arrived since (a file
-    written, its attributes changed, an entry created, deleted or renamed, the
-    directory itself moved or deleted, or the event queue overflowed), the path
-    still names the same directory, none of its files is a symlink, and that scan
-    is younger than ``RESCAN_SECONDS`` (a bound for file systems whose remote
-    changes raise no event, e.g. NFS). Anything else, or no inotify: stat all.
-    """
-
-    MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
-    Q_OVERFLOW, IGNORED = 0x4000, 0x8000
-    MAX_DIRECTORIES = 32
-    RESCAN_SECONDS = 2.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = None
-        self._fd = None
-        self._libc = None
-        self._wds: dict[int, str] = {}
-        self._dirs: dict[str, int] = {}
-        # directory -> (st_dev, st_ino, armed at): no event since it was armed
-        self._clean: dict[str, tuple[int, int, float]] = {}
-
-    def _ready(self) -> bool:
-        if self._pid == os.getpid():
-            return self._fd is not None
-        # First use in this process (or a forked child): a private instance.
-        self._pid, self._fd = os.getpid(), None
-        self._wds.clear()
-        self._dirs.clear()
-        self._clean.clear()
-        if not sys.platform.startswith("linux"):
-            return False
-        try:
-            import ctypes
-
-            self._libc = ctypes.CDLL(None, use_errno=True)
-            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        except (OSError, AttributeError):
-            return False
-        if fd < 0:
-            return False
-        self._fd = fd
-        return True
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._clean.clear()
-                return
-            offset = 0
-            while offset + 16 <= len(data):
-                wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
-                offset += 16 + length
-                if mask & self.Q_OVERFLOW:
-                    self._clean.clear()
-                directory = self._wds.get(wd)
-                if directory is not None:
-                    self._clean.pop(directory, None)
-                    if mask & self.IGNORED:  # watch gone (directory deleted, or removed)
-                        del self._wds[wd]
-                        self._dirs.pop(directory, None)
-
-    def unchanged(self, directory: str) -> bool:
-        with self._lock:
-            if not self._ready():
-                return False
-            self._drain()
-            clean = self._clean.get(directory)
-        if clean is None or time.monotonic() - clean[2] > self.RESCAN_SECONDS:
-            return False
-        try:
-            stat = os.stat(directory)
-        except OSError:
-            return False
-        return (stat.st_dev, stat.st_ino) == clean[:2]
-
-    def arm(self, directory: str) -> None:
-        with self._lock:
-            if not self._ready():
-                return
-            self._drain()
-            self._clean.pop(directory, None)
-            if directory not in self._dirs:
-                if len(self._dirs) >= self.MAX_DIRECTORIES:
-                    oldest, wd = next(iter(self._dirs.items()))
-                    self._libc.inotify_rm_watch(self._fd, wd)
-                    self._wds.pop(wd, None)
-                    self._dirs.pop(oldest, None)
-                    self._clean.pop(oldest, None)
-                wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), self.MASK)
-                if wd < 0:
-                    return
-                self._wds[wd] = directory
-                self._dirs[directory] = wd
-            try:
-                stat = os.stat(directory)
-            except OSError:
-                return
-            self._clean[directory] = (stat.st_dev, stat.st_ino, time.monotonic())
-
-    def forget(self, directory: str) -> None:
-        with self._lock:
-            self._clean.pop(directory, None)
-
-
-_watch = _DirectoryWatch()
-
-
-def _discover_entries(entries: list[os.DirEntry]) -> list[MigrationFile]:
+def _discover_entries(
+    entries: list[os.DirEntry],
+) -> tuple[list[MigrationFile], list[SetProblem]]:
+    """The good files and the problems, in the order the strict scan always
+    reported them: names and kinds, duplicates, contents, orphan down files."""
+    problems: list[SetProblem] = []
     ups: dict[str, tuple[str, str, str, os.stat_result]] = {}
     downs: dict[str, str] = {}
-    for entry in entries:
+    ambiguous: set[str] = set()  # versions with two up (or down) files: none is shown
+    for entry in sorted(entries, key=lambda entry: entry.name):
         filename = entry.name
-        if not filename.endswith(".sql"):
-            continue
         match = _FILENAME.match(filename)
         if not match:
-            raise MigrationSetError(
-                filename, "name does not match <version>_<name>.sql (name: a-z, 0-9, _)"
+            problems.append(
+                SetProblem(filename, "name does not match <version>_<name>.sql (name: a-z, 0-9, _)")
             )
-        if not entry.is_file():
-            raise MigrationSetError(filename, "not a regular file")
+            continue
+        try:
+            regular = entry.is_file()
+            stat = entry.stat() if regular else None
+        except FileNotFoundError:
+            continue  # gone since the listing
+        except OSError as exc:
+            problems.append(SetProblem(filename, f"unreadable ({exc.strerror})"))
+            continue
+        if not regular:
+            problems.append(SetProblem(filename, "not a regular file"))
+            continue
         version = match["version"]
         if match["down"]:
             if version in downs:
-                raise MigrationSetError(filename, f"duplicate down file for version {version}")
+                problems.append(SetProblem(filename, f"duplicate down file for version {version}"))
+                ambiguous.add(f"down {version}")
+                continue
             downs[version] = entry.path
             continue
         if version in ups:
-            raise MigrationSetError(
-                filename, f"duplicate version {version} (also {ups[version][1]})"
+            problems.append(
+                SetProblem(filename, f"duplicate version {version} (also {ups[version][1]})")
             )
-        ups[version] = (match["name"], filename, entry.path, entry.stat())
+            ambiguous.add(version)
+            continue
+        ups[version] = (match["name"], filename, entry.path, stat)
 
     numeric: dict[int, str] = {}
     for version, (_, filename, _, _) in ups.items():
-        other = numeric.setdefault(int(version), filename)
-        if other != filename:
-            raise MigrationSetError(filename, f"duplicate version {int(version)} (also {other})")
+        other = numeric.setdefault(int(version), version)
+        if other != version:
+            problems.append(
+                SetProblem(filename, f"duplicate version {int(version)} (also {ups[other][1]})")
+            )
+            ambiguous.update((version, other))
 
     files = []
     for version, (name, filename, path, stat) in ups.items():
-        parsed = _read(path, filename, stat)
+        try:
+            parsed = _read(path, filename, stat)
+        except MigrationSetError as exc:
+            problems.append(SetProblem(exc.filename, exc.reason))
+            continue
+        if version in ambiguous:
+            continue
         files.append(
             MigrationFile(
                 version=version,
@@ -311,11 +279,11 @@ def _discover_entries(entries: list[os.DirEntry]) -> list[MigrationFile]:
                 sql=parsed.sql,
                 checksum=parsed.checksum,
                 no_transaction=parsed.no_transaction,
-                down_path=downs.get(version),
+                down_path=None if f"down {version}" in ambiguous else downs.get(version),
             )
         )
     for version, path in downs.items():
         if version not in ups:
-            raise MigrationSetError(os.path.basename(path), "down file without an up file")
+            problems.append(SetProblem(os.path.basename(path), "down file without an up file"))
     files.sort(key=lambda f: f.sort_key)
-    return files
+    return files, problems

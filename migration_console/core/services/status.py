@@ -11,7 +11,8 @@ from psycopg import sql
 
 from migration_console.core.services.discovery import (
     MigrationFile,
-    discover_versioned,
+    SetProblem,
+    discover_set,
     version_key,
 )
 from migration_console.core.services.locking import _HOLDER_QUERY, LockHolder, lock_key
@@ -94,6 +95,9 @@ class TargetStatus:
     items: list[MigrationItem]
     lock_holder: LockHolder | None = None
     plan_hash: str = field(default="")
+    # Why the file set would be refused (``run`` and friends refuse while any is
+    # listed); the items show what could be read despite them.
+    problems: list[SetProblem] = field(default_factory=list)
 
     def with_state(self, *states: str) -> list[MigrationItem]:
         return [item for item in self.items if item.status in states]
@@ -106,6 +110,12 @@ class TargetStatus:
     @property
     def applied(self) -> list[MigrationItem]:
         return self.with_state(*APPLIED_STATES)
+
+    def refuse_problems(self) -> None:
+        """Raise ``MigrationSetError`` for the first problem of the file set, if any:
+        what an action that changes the target does before anything else."""
+        if self.problems:
+            raise self.problems[0].as_error()
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -139,11 +149,15 @@ class TargetStatus:
             "applied_count": len(self.applied),
             "lock_holder": self.lock_holder.as_dict() if self.lock_holder else None,
             "plan_hash": self.plan_hash,
+            "problems": [problem.as_dict() for problem in self.problems],
         }
 
 
 def build_status(
-    target: Target, files: list[MigrationFile], rows: dict[str, TrackingRow]
+    target: Target,
+    files: list[MigrationFile],
+    rows: dict[str, TrackingRow],
+    problems: tuple[SetProblem, ...] | list[SetProblem] = (),
 ) -> TargetStatus:
     completed_versions = [v for v, row in rows.items() if row.status == COMPLETED]
     highest_applied = max(map(version_key, completed_versions), default=None)
@@ -166,13 +180,16 @@ def build_status(
         if version not in seen:
             items.append(MigrationItem(version, row.name, MISSING, None, row))
     items.sort(key=lambda item: version_key(item.version))
-    status = TargetStatus(target=target, items=items)
-    status.plan_hash = plan_hash(items)
+    status = TargetStatus(target=target, items=items, problems=list(problems))
+    status.plan_hash = plan_hash(items, problems)
     return status
 
 
-def plan_hash(items: list[MigrationItem]) -> str:
-    """Binds a confirmation to exactly this plan: every file and every applied row."""
+def plan_hash(
+    items: list[MigrationItem], problems: tuple[SetProblem, ...] | list[SetProblem] = ()
+) -> str:
+    """Binds a confirmation to exactly this plan: every file, every applied row and
+    every problem of the set (none: the same hash the runner computes)."""
     digest = hashlib.sha256()
     for item in items:
         row = item.row
@@ -180,11 +197,14 @@ def plan_hash(items: list[MigrationItem]) -> str:
             f"{item.version}\0{item.status}\0{item.file_checksum}\0"
             f"{row.checksum if row else ''}\0{row.status if row else ''}\n".encode()
         )
+    for problem in sorted(problems, key=lambda problem: (problem.file, problem.message)):
+        digest.update(f"!{problem.file}\0{problem.message}\n".encode())
     return digest.hexdigest()[:32]
 
 
 def target_status(target: Target, *, with_lock_holder: bool = True) -> TargetStatus:
-    """The state of every migration of ``target``.
+    """The state of every migration of ``target``, and the problems of its file set
+    (a bad set is shown as far as it can be read, never refused).
 
     Read on this thread's reusable read-only session (``target_read``), with one
     query per call when nothing changed: the tracking table's fingerprint and the
@@ -196,6 +216,7 @@ def target_status(target: Target, *, with_lock_holder: bool = True) -> TargetSta
     return replace(
         snapshot.status,
         items=list(snapshot.status.items),
+        problems=list(snapshot.status.problems),
         lock_holder=snapshot.holder if with_lock_holder else None,
     )
 
@@ -252,7 +273,7 @@ _HOLDER_ONLY = sql.SQL(
 
 
 def _snapshot(target: Target) -> _Snapshot:
-    generation, files = discover_versioned(target.path)
+    found = discover_set(target.path)  # its generation covers the files and the problems
 
     def read(session: SharedReadConnection) -> _Snapshot:
         conn = session.conn
@@ -265,14 +286,15 @@ def _snapshot(target: Target) -> _Snapshot:
         except _NO_TABLE:
             row = conn.execute(_HOLDER_ONLY, params).fetchone()
         holder = LockHolder(*row[2:]) if row[2] is not None else None
-        key = (target, generation, row[0], row[1])
+        key = (target, found.generation, row[0], row[1])
         slot = (target.name, "status")
         cached = _cache.get(slot)
         if cached is not None and cached[0] == key:
             return _Snapshot(key, cached[1], holder)
         # Read after the fingerprint: rows changing in between are cached under the
         # older fingerprint, which the next call no longer matches (so: rebuilt).
-        status = build_status(target, files, tracking_rows(conn, target.schema))
+        rows = tracking_rows(conn, target.schema)
+        status = build_status(target, list(found.files), rows, found.problems)
         _cache[slot] = (key, status)
         return _Snapshot(key, status, holder)
 

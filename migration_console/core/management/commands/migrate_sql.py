@@ -189,6 +189,24 @@ class Command(BaseCommand):
             line += f"\n{'':16}{item.error.splitlines()[0]}"
         return line
 
+    def say_problems(self, status, consequence: str) -> None:
+        """The file set's problems, after the rows that could be read despite them."""
+        if not status.problems:
+            return
+        self.say(RULE)
+        self.say(self.style.ERROR(f" PROBLEMS in the migration files ({consequence}):"))
+        for problem in status.problems:
+            self.say(self.style.ERROR(f"   {problem.file}: {problem.message}"))
+
+    @staticmethod
+    def problems_error(target, status) -> CommandError:
+        first = status.problems[0]
+        return CommandError(
+            f"{target.name}: {len(status.problems)} problem(s) in the migration files, "
+            f"first {first.file}: {first.message}",
+            returncode=EXIT_FAILED,
+        )
+
     # --- entry ----------------------------------------------------------------
     def handle(self, *args, **options):
         self.verbosity = options["verbosity"]
@@ -223,6 +241,8 @@ class Command(BaseCommand):
         status = target_status(target)
         if self.as_json:
             self.emit_json(status.as_dict(lint=True))
+            if status.problems:
+                raise self.problems_error(target, status)
             return
         self.banner(target, "status")
         if status.items:  # one write for all lines rather than one per migration
@@ -236,6 +256,9 @@ class Command(BaseCommand):
         )
         if status.lock_holder:
             self.say(f" locked by {status.lock_holder.describe()}")
+        self.say_problems(status, "run, rollback, baseline and repair refuse until they are fixed")
+        if status.problems:
+            raise self.problems_error(target, status)
 
     def handle_history(self, target, options):
         status = target_status(target, with_lock_holder=False)
@@ -244,8 +267,16 @@ class Command(BaseCommand):
             key=lambda i: i.applied_at,
             reverse=True,
         )
+        # The tracking table is complete whatever the files say: history lists the
+        # set's problems but exits 0 (``status`` and ``check`` are the gates).
         if self.as_json:
-            self.emit_json({"total": len(applied), "migrations": [i.as_dict() for i in applied]})
+            self.emit_json(
+                {
+                    "total": len(applied),
+                    "migrations": [i.as_dict() for i in applied],
+                    "problems": [p.as_dict() for p in status.problems],
+                }
+            )
             return
         self.banner(target, "history")
         for item in applied:
@@ -255,27 +286,36 @@ class Command(BaseCommand):
             )
         self.say(RULE)
         self.say(f" {len(applied)} recorded")
+        self.say_problems(status, "the rows above come from the tracking table")
 
     def handle_check(self, target, options):
         status = target_status(target, with_lock_holder=False)
-        problems = [i for i in status.items if i.status != "completed"]
+        attention = [i for i in status.items if i.status != "completed"]
         if self.as_json:
             self.emit_json(
                 {
                     "database": target.name,
-                    "ok": not problems,
+                    "ok": not attention and not status.problems,
                     "counts": status.counts(),
-                    "problems": [i.as_dict() for i in problems],
+                    "needs_attention": [i.as_dict() for i in attention],
+                    "problems": [p.as_dict() for p in status.problems],
                 }
             )
         else:
-            for item in problems:
+            for item in attention:
                 self.say(self.status_line(item))
             self.say(
                 f"{target.name}: "
-                + ("up to date" if not problems else f"{len(problems)} migration(s) need attention")
+                + (
+                    "up to date"
+                    if not attention
+                    else f"{len(attention)} migration(s) need attention"
+                )
             )
-        if problems:
+            self.say_problems(status, "run refuses until they are fixed")
+        if status.problems:
+            raise self.problems_error(target, status)
+        if attention:
             raise CommandError(f"{target.name} is not up to date", returncode=EXIT_FAILED)
 
     def handle_plan(self, target, options):
@@ -293,6 +333,7 @@ class Command(BaseCommand):
                         {**i.as_dict(), "sql": i.file.sql, "lint": lint[i.version].as_dict()}
                         for i in pending
                     ],
+                    "problems": [p.as_dict() for p in status.problems],
                 }
             )
             return
@@ -310,6 +351,7 @@ class Command(BaseCommand):
             self.say("")
         self.say(RULE)
         self.say(f" {len(pending)} pending, plan {status.plan_hash}")
+        self.say_problems(status, "run would refuse until they are fixed")
 
     def handle_run(self, target, options):
         from migration_console.core.services.runs import run_execute
@@ -328,6 +370,7 @@ class Command(BaseCommand):
             run_options.expected_plan_hash = run.plan_hash or None
         elif not options["yes"]:
             status = target_status(target)
+            status.refuse_problems()
             self.banner(target, "run")
             for item in status.items:
                 self.say(self.status_line(item))
