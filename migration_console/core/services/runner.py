@@ -52,6 +52,7 @@ from migration_console.core.services.tracking import (
 SUCCESS = "success"
 UP_TO_DATE = "up_to_date"
 FAILED_OUTCOME = "failed"
+CANCELLED = "cancelled"
 # A step the run could not start because it lost its session after the previous
 # file committed; it changed nothing.
 NOT_STARTED = "not_started"
@@ -90,12 +91,13 @@ class RunOptions:
 
 @dataclass
 class RunOutcome:
-    status: str  # success | up_to_date | failed
+    status: str  # success | up_to_date | failed | cancelled
     target: str
     steps: list[StepResult] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
     message: str = ""  # set by actions other than run (rollback, baseline, repair)
     backup_file: str = ""
+    stopped: str = ""  # why the run stopped before its plan's end (a cancel, a shutdown)
 
     @property
     def applied(self) -> list[StepResult]:
@@ -120,6 +122,11 @@ class RunObserver:
 
     def backup_created(self, path: str) -> None:
         pass
+
+    def stop_requested(self) -> str | None:
+        """Asked before each file: a reason (a cancel, a worker shutting down) makes
+        the run stop there, starting no further file."""
+        return None
 
 
 # The Run row a runner works for, set by runs.action_execute around the operation:
@@ -394,11 +401,15 @@ def apply_plan(
     applied_by: str,
     observer: RunObserver,
     retried: frozenset[str] = frozenset(),
-) -> list[StepResult]:
-    """Apply ``plan`` in order, stopping at the first failure. ``retried``: versions
-    whose tracking row is a ``failed`` attempt that this run replaces."""
+) -> tuple[list[StepResult], str]:
+    """Apply ``plan`` in order, stopping at the first failure or when the observer asks
+    to stop; returns the steps and why it stopped early ("" otherwise). ``retried``:
+    versions whose tracking row is a ``failed`` attempt that this run replaces."""
     steps: list[StepResult] = []
     for migration in plan:
+        stop = observer.stop_requested()
+        if stop:
+            return steps, stop
         observer.migration_started(migration)
         started = time.perf_counter_ns()
         started_at = datetime.now(UTC)
@@ -411,6 +422,13 @@ def apply_plan(
                 )
         except ScriptFailed as failure:
             duration = time.perf_counter_ns() - started
+            stop = observer.stop_requested() if _cancelled(failure) else None
+            if stop and not migration.no_transaction:
+                # Cancelled on purpose: rolled back whole, so it stays plainly pending.
+                step = StepResult(migration.version, migration.name, CANCELLED, duration, stop)
+                steps.append(step)
+                observer.migration_finished(step)
+                return steps, stop
             if not migration.no_transaction:  # a no-transaction file's row is closed already
                 tracking_record_failure(
                     conn,
@@ -425,7 +443,7 @@ def apply_plan(
             step = StepResult(migration.version, migration.name, FAILED, duration, str(failure))
             steps.append(step)
             observer.migration_finished(step)
-            break
+            return steps, stop or ""
         except RecordedMeanwhile:
             message = (
                 f"{migration.filename} was recorded by another runner while this one applied "
@@ -468,7 +486,12 @@ def apply_plan(
         )
         steps.append(step)
         observer.migration_finished(step)
-    return steps
+    return steps, ""
+
+
+def _cancelled(failure: ScriptFailed) -> bool:
+    """The statement was cancelled (pg_cancel_backend), not failed on its own."""
+    return getattr(failure.__cause__, "sqlstate", None) == "57014"
 
 
 def migrations_apply(
@@ -512,7 +535,7 @@ def migrations_apply(
             backup_file = backup_create(target, backup_dir)
             observer.backup_created(backup_file)
         tracking_ensure(conn, target.schema)
-        steps = apply_plan(
+        steps, stopped = apply_plan(
             conn,
             target,
             plan,
@@ -526,7 +549,10 @@ def migrations_apply(
         steps=steps,
         planned=[m.version for m in plan],
         backup_file=backup_file,
+        stopped=stopped,
     )
-    if outcome.failure:
+    if stopped:  # a no-transaction file cut mid-way also shows as its failed step
+        outcome.status = CANCELLED
+    elif outcome.failure:
         outcome.status = FAILED_OUTCOME
     return outcome
