@@ -9,6 +9,7 @@ class AccountsConfig(AppConfig):
         from auditlog.registry import auditlog
         from django.contrib.auth import get_user_model
 
+        from accounts import signals  # noqa: F401 - connects the failed-login audit
         from accounts.models import ApiToken
 
         # Changes of users and tokens are recorded by django-auditlog (SPEC: Audit).

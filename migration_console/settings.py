@@ -54,6 +54,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "migration_console.console.hostile.HostileInputMiddleware",  # NUL on admin pages: 400
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "accounts.middleware.AuditlogClientIPMiddleware",
@@ -86,6 +87,9 @@ DATABASES = {
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "application_name", "migration-console console-db"
 )
+# A console database that silently drops packets must not hang a connection attempt
+# (runs retry their records for MIGRATION_RECORD_RETRY_SECONDS, which needs a bound).
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 
 MIGRATION_TARGETS = load_targets(BASE_DIR, DEV_TARGET_DSN)
 for _target in MIGRATION_TARGETS.values():
@@ -126,6 +130,8 @@ LOGIN_URL = "admin:login"
 MIGRATION_LOCK_WAIT = env_float("MIGRATION_LOCK_WAIT", 30.0)
 MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "5s")
 MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
+# How long a run keeps retrying its Run and audit rows while the console DB is away.
+MIGRATION_RECORD_RETRY_SECONDS = env_float("MIGRATION_RECORD_RETRY_SECONDS", 60.0)
 MIGRATION_WEBHOOK_URL = env_str("MIGRATION_WEBHOOK_URL")
 MIGRATION_WEBHOOK_TIMEOUT = 3.0  # seconds a run waits for the webhook receiver at most
 SKIP_MIGRATIONS = env_bool("SKIP_MIGRATIONS", True)
@@ -143,6 +149,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 RATELIMIT_VIEW = "accounts.views.ratelimited"
+# A POST refused for CSRF is audited and counts against the run/login limits.
+CSRF_FAILURE_VIEW = "migration_console.console.csrf.csrf_failure"
 RATELIMIT_IP_META_KEY = "accounts.ip.client_ip"
 # Console rate limits per client IP (django-ratelimit syntax, e.g. "5/m").
 CONSOLE_LOGIN_RATE = env_str("CONSOLE_LOGIN_RATE", "5/m")

@@ -89,6 +89,15 @@ class TargetDB:
         return TargetConfig(name=self.name, dsn=self.dsn, schema=self.schema, path=str(self.path))
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Django empties the tables between transactional tests with TRUNCATE, which the
+    audit table refuses (core migration 0003); the test database lets it through.
+    tests/test_hardening_audit_table.py turns the guard back on to prove it holds."""
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE core_auditevent DISABLE TRIGGER core_auditevent_no_truncate")
+
+
 @pytest.fixture
 def make_target(tmp_path, settings):
     """Factory: a fresh database + migrations dir registered as a target in settings."""

@@ -2,6 +2,8 @@
 
 import os
 import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
@@ -103,6 +105,39 @@ def test_a_failing_pg_dump_aborts_with_no_change_and_leaves_no_file(target, tmp_
     assert list(backups.iterdir()) == []
 
 
+def test_a_backup_behind_a_table_lock_fails_fast_naming_the_lock_wait_and_changes_nothing(
+    one_applied, tmp_path, settings
+):
+    settings.MIGRATION_LOCK_WAIT = 1
+    holder = psycopg.connect(one_applied.dsn)
+    holder.execute("LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+    holder_pid = holder.info.backend_pid
+    # Without a bound pg_dump would wait for ever: end the holder, so the test fails
+    # (too slow) rather than hangs.
+    watchdog = threading.Timer(
+        30, one_applied.query, ["SELECT pg_terminate_backend(%s)", [holder_pid]]
+    )
+    watchdog.start()
+    try:
+        started = time.monotonic()
+        code, out = migrate_sql("run", "--yes", "--backup", str(tmp_path / "backups"))
+        elapsed = time.monotonic() - started
+    finally:
+        watchdog.cancel()
+        holder.close()
+
+    assert code == 2, out
+    assert elapsed < 15, f"pg_dump waited {elapsed:.1f}s behind the lock"
+    assert "waiting 1s for a lock on public.t1" in out and "MIGRATION_LOCK_WAIT" in out
+    assert not one_applied.table_exists("t2")
+    assert set(one_applied.tracking()) == {"001"}
+    assert list((tmp_path / "backups").iterdir()) == []
+    run = Run.objects.filter(action="run").order_by("-pk").first()
+    assert run.state == "error" and run.backup_file == ""
+    event = AuditEvent.objects.get(run=run)
+    assert event.outcome == "error" and "lock" in event.message
+
+
 def test_the_backup_setting_applies_without_the_flag(target, tmp_path, settings):
     settings.MIGRATION_BACKUP_DIR = str(tmp_path / "configured")
     target.write("001_t1.sql", "CREATE TABLE t1 (id int);\n")
@@ -130,6 +165,7 @@ def test_the_password_goes_to_the_environment_never_to_the_command_line(tmp_path
     assert env["PGPASSWORD"] == "s3cret" and env["PGSSLMODE"] == "require"
     assert "--host=db.internal" in command and "--dbname=app" in command
     assert "--format=custom" in command and "--no-password" in command
+    assert any(arg.startswith("--lock-wait-timeout=") for arg in command)
 
 
 def test_the_api_answers_500_json_when_the_backup_fails_and_changes_nothing(

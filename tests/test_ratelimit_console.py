@@ -99,7 +99,9 @@ def test_the_login_limit_holds_whatever_forwarding_headers_say(db, settings):
     assert wrong == [200, 200, 200]  # the form again, with its error
     assert right.status_code == 429
     assert "_auth_user_id" not in client.session
-    event = AuditEvent.objects.get()
+    # each wrong password is a row of its own (SPEC: Audit), then the refused one
+    assert AuditEvent.objects.filter(action="login", outcome="denied").count() == 3
+    event = AuditEvent.objects.get(outcome="rate_limited")
     assert (event.action, event.outcome, event.actor, event.client_ip) == (
         "login",
         "rate_limited",

@@ -221,7 +221,9 @@ def api_endpoint(
             except ApiError as exc:
                 return _answer_error(api, exc, audit=changes or exc.outcome == "denied")
             except MigrationConsoleError as exc:
-                return _answer_error(api, service_error(exc), audit=changes)
+                # SPEC: Audit: a refusal for an unknown target is a row, reads included.
+                audited = changes or isinstance(exc, UnknownTarget)
+                return _answer_error(api, service_error(exc), audit=audited)
             except (RequestDataTooBig, SuspiciousOperation) as exc:
                 error = bad_request(
                     f"request body exceeds {conf.MAX_BODY_BYTES} bytes"

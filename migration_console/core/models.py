@@ -46,6 +46,7 @@ class Run(models.Model):
         REFUSED = "refused"
         LOCKED = "locked"
         ERROR = "error"
+        CANCELLED = "cancelled"
 
     FINISHED_STATES = (
         State.SUCCESS,
@@ -54,6 +55,7 @@ class Run(models.Model):
         State.REFUSED,
         State.LOCKED,
         State.ERROR,
+        State.CANCELLED,
     )
 
     target = models.CharField(max_length=63)
@@ -72,6 +74,12 @@ class Run(models.Model):
     current_version = models.CharField(max_length=64, blank=True)
     backup_file = models.CharField(max_length=500, blank=True)
     pid = models.IntegerField(null=True, blank=True)
+    # The action's own arguments (rollback's version, repair's mark_applied, run's
+    # options), so whichever worker executes the job needs nothing else.
+    arguments = models.JSONField(default=dict, blank=True)
+    job_id = models.BigIntegerField(null=True, blank=True)  # its procrastinate job
+    attempts = models.PositiveIntegerField(default=0)  # executions started (a retry adds one)
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -102,6 +110,7 @@ class AuditEvent(models.Model):
         ERROR = "error"
         STARTED = "started"
         VIEWED = "viewed"
+        CANCELLED = "cancelled"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=150, db_index=True)

@@ -15,6 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 
 from accounts.ip import client_ip, ip_allowed
+from migration_console.core.models import AuditEvent, Channel
+from migration_console.core.services.audit import audit_record
+from migration_console.core.services.caller import Caller
 from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get, target_names
 
@@ -84,11 +87,26 @@ def metrics_text() -> bytes:
     return generate_latest(registry)
 
 
+def _audit_refused_scrape(ip: str) -> None:
+    """A refused scrape is an audit row (SPEC: Audit); if the row cannot be written
+    the answer stays a 403, and the log says why."""
+    try:
+        audit_record(
+            caller=Caller(actor="anonymous", channel=Channel.API, client_ip=ip or None),
+            action="metrics",
+            outcome=AuditEvent.Outcome.DENIED,
+            message=f"client IP {ip or 'unknown'} is not in CONSOLE_ALLOWED_NETWORKS",
+        )
+    except Exception:
+        logger.exception("metrics: could not record the refused scrape")
+
+
 @never_cache
 @require_GET
 def metrics(request):
     ip = client_ip(request)
     if not ip_allowed(ip):
         logger.warning("metrics: refused client %s (not in CONSOLE_ALLOWED_NETWORKS)", ip)
+        _audit_refused_scrape(ip)
         return JsonResponse({"error": "forbidden", "details": "client IP not allowed"}, status=403)
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

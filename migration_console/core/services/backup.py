@@ -8,6 +8,7 @@ options. Restore with ``pg_restore --dbname=<fresh database> <file>``.
 import contextlib
 import glob
 import os
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -82,11 +83,25 @@ def _reserve(directory: str, filename: str) -> str:
     raise BackupFailed(f"cannot find a free file name for {filename} in {directory}")
 
 
+def lock_wait_ms() -> int:
+    """pg_dump's bound on waiting for each table's ACCESS SHARE lock: the run's own
+    patience for the advisory lock, ``MIGRATION_LOCK_WAIT``. Without it a dump queued
+    behind a long ALTER or an idle-in-transaction LOCK waits for ever, while the run
+    holds the advisory lock and everyone else waits behind it."""
+    return max(1, round(float(settings.MIGRATION_LOCK_WAIT) * 1000))
+
+
 def pg_dump_command(target: Target, path: str) -> tuple[list[str], dict[str, str]]:
     """argv and environment for pg_dump: the password only in the environment."""
     from psycopg.conninfo import conninfo_to_dict
 
-    command = [pg_dump_binary(), "--format=custom", "--no-password", f"--file={path}"]
+    command = [
+        pg_dump_binary(),
+        "--format=custom",
+        "--no-password",
+        f"--lock-wait-timeout={lock_wait_ms()}",
+        f"--file={path}",
+    ]
     env = dict(os.environ)
     env["PGAPPNAME"] = f"migration-console backup {target.name}"[:63]
     for key, value in conninfo_to_dict(target.dsn).items():
@@ -124,9 +139,26 @@ def backup_create(target: Target, directory: str) -> str:
         raise BackupFailed(f"cannot start pg_dump ({command[0]}): {exc.strerror}") from None
     if result.returncode != 0:
         _discard(path)
-        reason = (result.stderr.strip() or f"exit status {result.returncode}").splitlines()[-1]
-        raise BackupFailed(f"pg_dump of {target.name} failed: {reason}")
+        raise BackupFailed(_failure_message(target, result))
     return path
+
+
+_LOCKED_TABLE = re.compile(r"LOCK TABLE (\S+) IN")
+
+
+def _failure_message(target: Target, result: subprocess.CompletedProcess) -> str:
+    output = result.stderr.strip()
+    table = _LOCKED_TABLE.search(output)
+    # pg_dump bounds its LOCK TABLE with a statement timeout.
+    if table and "timeout" in output:
+        seconds = f"{lock_wait_ms() / 1000:g}"
+        return (
+            f"pg_dump of {target.name} gave up after waiting {seconds}s for a lock on "
+            f"{table.group(1)}: another session holds a conflicting lock (pg_dump "
+            "--lock-wait-timeout, set by MIGRATION_LOCK_WAIT); nothing was changed"
+        )
+    reason = (output or f"exit status {result.returncode}").splitlines()[-1]
+    return f"pg_dump of {target.name} failed: {reason}"
 
 
 def _discard(path: str) -> None:

@@ -123,9 +123,10 @@ class RunObserver:
     def backup_created(self, path: str) -> None:
         pass
 
-    def stop_requested(self) -> str | None:
+    def stop_requested(self, *, certain: bool = False) -> str | None:
         """Asked before each file: a reason (a cancel, a worker shutting down) makes
-        the run stop there, starting no further file."""
+        the run stop there, starting no further file. ``certain``: asked after a
+        statement was cancelled, so look it up now rather than from a cache."""
         return None
 
 
@@ -422,7 +423,7 @@ def apply_plan(
                 )
         except ScriptFailed as failure:
             duration = time.perf_counter_ns() - started
-            stop = observer.stop_requested() if _cancelled(failure) else None
+            stop = observer.stop_requested(certain=True) if _cancelled(failure) else None
             if stop and not migration.no_transaction:
                 # Cancelled on purpose: rolled back whole, so it stays plainly pending.
                 step = StepResult(migration.version, migration.name, CANCELLED, duration, stop)

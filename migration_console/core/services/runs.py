@@ -2,19 +2,20 @@
 
 It writes the Run row before the target is touched (so nothing changes
 unrecorded), keeps the row's progress current for the console to poll, and
-writes exactly one audit row with the outcome, whatever happens.
+writes exactly one audit row with the outcome, whatever happens. Once the target
+has been worked on, the console database may come and go (``run_records``): the
+target's outcome decides. Runs whose runner died are closed by ``run_reaper``.
 """
 
+import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
-from django.db import connection
+from django.db import DatabaseError
 from django.utils import timezone
 
 from migration_console.core.models import AuditEvent, Run
-from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.errors import (
@@ -23,8 +24,16 @@ from migration_console.core.services.errors import (
     MigrationConsoleError,
     RunRefused,
 )
+from migration_console.core.services.run_reaper import (  # noqa: F401 - re-exported
+    run_close_if_dead,
+    runs_reap_abandoned,
+)
+from migration_console.core.services.run_records import (
+    RunRecorder,
+    console_connection_reset,
+    describe,
+)
 from migration_console.core.services.runner import (
-    RUN_TAG,
     RunObserver,
     RunOptions,
     RunOutcome,
@@ -32,26 +41,36 @@ from migration_console.core.services.runner import (
     current_run_id,
     migrations_apply,
 )
-from migration_console.core.services.targets import Target, target_get, target_read
-from migration_console.ops.webhook import notify_run_finished
+from migration_console.core.services.targets import Target, target_get
+
+logger = logging.getLogger("migration_console.runs")
 
 PROGRESS_FLUSH_SECONDS = 0.3
-# A run older than this with no session left on its target has lost its runner.
-ABANDONED_AFTER_SECONDS = 15.0
+# A flusher stuck connecting to an unreachable console database must not hold the
+# run's end; whatever it had not written goes into the final record anyway.
+FLUSHER_JOIN_SECONDS = 5.0
 
 
 class RunProgress(RunObserver):
     """Mirrors progress into the Run row from a small flusher thread, so a run of a
     thousand quick files costs a few UPDATEs rather than two per file, while a long
-    migration still shows as started within a fraction of a second."""
+    migration still shows as started within a fraction of a second.
+
+    The console database may go away mid-run: a failed flush is logged once per
+    outage, keeps the latest state and is tried again on the next tick over a fresh
+    connection; the run itself never notices."""
 
     def __init__(self, run: Run, inner: RunObserver | None = None):
         self.run = run
         self.inner = inner or RunObserver()
+        self._cancelled_by = ""  # read from the Run row by the flusher (a cancel request)
         self._lock = threading.Lock()
         self._dirty = False
+        self._failing = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._flush_loop, daemon=True)
+        self._thread = threading.Thread(
+            target=self._flush_loop, name=f"run-progress-{run.pk}", daemon=True
+        )
 
     def __enter__(self):
         self._thread.start()
@@ -59,7 +78,7 @@ class RunProgress(RunObserver):
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(FLUSHER_JOIN_SECONDS)
         self.flush()
 
     def plan_ready(self, status, plan: list[MigrationFile]) -> None:
@@ -85,29 +104,76 @@ class RunProgress(RunObserver):
     def backup_created(self, path: str) -> None:
         with self._lock:
             self.run.backup_file = path
+            self._dirty = True
         # Recorded at once: the run may still fail or be killed after it.
-        Run.objects.filter(pk=self.run.pk).update(backup_file=path)
+        self.flush()
         self.inner.backup_created(path)
 
-    def flush(self) -> None:
+    def stop_requested(self, *, certain: bool = False) -> str | None:
+        reason = self.inner.stop_requested(certain=certain)
+        if reason:
+            return reason
+        if certain and not self._cancelled_by:
+            self._read_cancel_request()
+        return f"cancelled by {self._cancelled_by}" if self._cancelled_by else None
+
+    def _read_cancel_request(self) -> None:
+        try:
+            requested = (
+                Run.objects.filter(pk=self.run.pk)
+                .values_list("cancel_requested_by", flat=True)
+                .first()
+            )
+        except DatabaseError:
+            console_connection_reset()
+            return
+        if requested:
+            self._cancelled_by = requested
+
+    def flush(self) -> bool:
+        """Write the latest progress; False (and still dirty) when the console
+        database did not take it."""
         with self._lock:
             if not self._dirty:
-                return
+                return True
             fields = {
                 "planned": list(self.run.planned),
                 "plan_hash": self.run.plan_hash,
                 "steps": list(self.run.steps),
                 "current_version": self.run.current_version,
+                "backup_file": self.run.backup_file,
             }
             self._dirty = False
-        Run.objects.filter(pk=self.run.pk).update(**fields)
+        try:
+            # A flush that arrives after the final record (a flusher that outlived its
+            # join) finds the run closed and changes nothing.
+            Run.objects.filter(pk=self.run.pk, state=Run.State.RUNNING).update(**fields)
+        except DatabaseError as exc:
+            with self._lock:
+                self._dirty = True
+            console_connection_reset()
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "console database unreachable while recording progress of run %s (%s); "
+                    "the run goes on, progress is retried",
+                    self.run.pk,
+                    describe(exc),
+                )
+            return False
+        if self._failing:
+            self._failing = False
+            logger.info("recording progress of run %s again", self.run.pk)
+        return True
 
     def _flush_loop(self) -> None:
         try:
             while not self._stop.wait(PROGRESS_FLUSH_SECONDS):
                 self.flush()
+                if not self._cancelled_by:
+                    self._read_cancel_request()
         finally:
-            connection.close()
+            console_connection_reset()
 
 
 def run_create(
@@ -191,38 +257,26 @@ def action_execute(
     outcome, whatever happens.
 
     ``operation`` returns a RunOutcome (its ``message``, when set, is recorded) or
-    raises a service error, which is recorded and re-raised.
+    raises a service error, which is recorded and re-raised. Once the target has been
+    worked on, the console database being away never turns the target's outcome
+    into an error: the records are retried, and failing that the audit line goes to
+    stderr (``run_records``).
     """
+    # Nothing touches the target unrecorded: a console database that is down here
+    # refuses the run (django.db errors reach the channel).
     if run is None:
         run = run_create(target_name=target_name, caller=caller, plan_hash=plan_hash, action=action)
     run.state = Run.State.RUNNING
     run.started_at = timezone.now()
     run.pid = os.getpid()
     run.save(update_fields=["state", "started_at", "pid"])
-
-    def finish(state: str, outcome: str, message: str, migrations: list[str]) -> None:
-        if run.backup_file:
-            message = f"{message}; backup {run.backup_file}"
-        run.state = state
-        run.message = message
-        run.finished_at = timezone.now()
-        run.current_version = ""
-        run.save(update_fields=["state", "message", "finished_at", "current_version"])
-        audit_record(
-            caller=caller,
-            action=run.action,
-            outcome=outcome,
-            target=target_name,
-            migrations=migrations,
-            message=message,
-            run=run,
-        )
-        notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded by a short timeout
+    recorder = RunRecorder(run, caller, target_name)
 
     run_tag = current_run_id.set(run.pk)
     try:
         target = target_get(target_name, path=path)
         runs_reap_abandoned(target=target)
+        recorder.target = target
         with RunProgress(run, observer) as progress:
             outcome = operation(target, progress)
     except MigrationConsoleError as exc:
@@ -230,92 +284,43 @@ def action_execute(
             (found for kind, found in _OUTCOME_FOR.items() if isinstance(exc, kind)),
             (Run.State.ERROR, AuditEvent.Outcome.ERROR),
         )
-        finish(state, audit_outcome, exc.message, getattr(exc, "versions", []))
+        recorder.finish(state, audit_outcome, exc.message, getattr(exc, "versions", None))
         raise
     except BaseException as exc:
-        finish(Run.State.ERROR, AuditEvent.Outcome.ERROR, f"{type(exc).__name__}: {exc}", [])
+        recorder.finish(Run.State.ERROR, AuditEvent.Outcome.ERROR, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         current_run_id.reset(run_tag)
 
     versions = [step.version for step in outcome.steps]
-    if outcome.failure:
+    if outcome.status == "cancelled":
+        applied = ", ".join(step.version for step in outcome.applied) or "none"
+        recorder.finish(
+            Run.State.CANCELLED,
+            AuditEvent.Outcome.CANCELLED,
+            f"{outcome.stopped}; applied before it: {applied}; no further file was started",
+            versions,
+        )
+    elif outcome.failure:
         failure = outcome.failure
-        finish(
+        recorder.finish(
             Run.State.FAILED,
             AuditEvent.Outcome.FAILED,
             outcome.message or f"{failure.version}_{failure.name} failed: {failure.error}",
             versions,
         )
     elif outcome.status == "up_to_date":
-        finish(
+        recorder.finish(
             Run.State.UP_TO_DATE,
             AuditEvent.Outcome.UP_TO_DATE,
             outcome.message or "no pending migrations",
             [],
         )
     else:
-        finish(
+        recorder.finish(
             Run.State.SUCCESS,
             AuditEvent.Outcome.SUCCESS,
             outcome.message or f"applied {len(outcome.applied)} migration(s)",
             versions,
         )
     return outcome
-
-
-def runs_reap_abandoned(*, target: Target, older_than: float = ABANDONED_AFTER_SECONDS) -> int:
-    """Close the runs of ``target`` whose runner died without recording an outcome
-    (SIGKILL, OOM, an evicted pod): queued or running for a while, yet none of the
-    sessions their runner tags with ``run#<id>`` is left in pg_stat_activity. The
-    target rolled back whatever was in flight when those sessions ended; the run
-    gets state ``error`` and the audit row its runner could not write.
-    Returns how many were closed."""
-    cutoff = timezone.now() - timedelta(seconds=older_than)
-    candidates = list(
-        Run.objects.filter(
-            target=target.name,
-            state__in=(Run.State.QUEUED, Run.State.RUNNING),
-            created_at__lt=cutoff,
-        )
-    )
-    if not candidates:
-        return 0
-
-    def live_run_ids(session) -> set[int]:
-        names = session.conn.execute(
-            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
-            [RUN_TAG + "%"],
-        )
-        ids = set()
-        for (name,) in names:
-            number = name[len(RUN_TAG) :].split(" ", 1)[0]
-            if number.isdigit():
-                ids.add(int(number))
-        return ids
-
-    alive = target_read(target, live_run_ids)
-    closed = 0
-    message = (
-        "the runner vanished without recording an outcome (killed?); whatever it had "
-        "in flight was rolled back by PostgreSQL when its sessions ended: check the status"
-    )
-    for run in candidates:
-        if run.pk in alive:
-            continue
-        updated = Run.objects.filter(pk=run.pk, state=run.state).update(
-            state=Run.State.ERROR, message=message, finished_at=timezone.now(), current_version=""
-        )
-        if not updated:
-            continue  # it finished meanwhile
-        closed += 1
-        audit_record(
-            caller=Caller.of_run(run),
-            action=run.action,
-            outcome=AuditEvent.Outcome.ERROR,
-            target=run.target,
-            migrations=[step["version"] for step in run.steps],
-            message=message,
-            run=run,
-        )
-    return closed
