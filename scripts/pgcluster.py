@@ -131,6 +131,23 @@ class Cluster:
             stdout=subprocess.DEVNULL,
         )
 
+    def pg_ctl(self, *args: str) -> None:
+        """``pg_ctl <args>`` on this cluster (e.g. ``"restart", "-m", "fast"``), waiting."""
+        _as_postgres(
+            [
+                pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.directory / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+
     def stop(self) -> None:
         if self.initialised:
             _as_postgres(

@@ -7,9 +7,11 @@ a database of its own on it, dropped afterwards.
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,20 @@ def migrate_sql(*args: str) -> tuple[int, str]:
     except CommandError as error:
         return error.returncode, out.getvalue() + str(error)
     return 0, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def second_cluster():
+    """A throw-away PostgreSQL cluster apart from the suite's, for tests that stop or
+    restart a server (scripts/pgcluster.py) without disturbing the rest."""
+    from pgcluster import temporary_cluster
+
+    cluster = temporary_cluster()
+    yield cluster
+    if cluster.running:
+        cluster.stop()
+    time.sleep(0.2)
+    shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ or stopped while ``migrate_sql run`` works on a target of the suite's cluster.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,9 +19,6 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-# tests/conftest.py puts scripts/ on sys.path.
-from pgcluster import _as_postgres, pg_bin, temporary_cluster
-
 from tests.conftest import ROOT, run_manage
 from tests.test_console_support import make_user
 
@@ -30,37 +26,15 @@ SLOW_002 = "INSERT INTO effects VALUES ('002');\nSELECT pg_sleep(2);\n"
 
 
 @pytest.fixture(scope="module")
-def console_cluster():
-    cluster = temporary_cluster()
-    yield cluster
-    if cluster.running:
-        cluster.stop()
-    time.sleep(0.2)
-    shutil.rmtree(cluster.directory, ignore_errors=True)
-
-
-def pg_ctl(cluster, *args: str) -> None:
-    _as_postgres(
-        [
-            pg_bin("pg_ctl"),
-            "-D",
-            str(cluster.data),
-            "-l",
-            str(cluster.directory / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+def console_cluster(second_cluster):
+    return second_cluster
 
 
 @pytest.fixture
 def outage_env(console_cluster, target):
     """A fresh, migrated console database on the second cluster, and the CLI's env."""
     if not console_cluster.running:
-        pg_ctl(console_cluster, "start")
+        console_cluster.pg_ctl("start")
     dbname = f"console_{uuid.uuid4().hex[:12]}"
     console_cluster.psql(f'CREATE DATABASE "{dbname}"')
     env = {
@@ -152,7 +126,7 @@ def test_it_survives_a_console_database_restart_mid_run_and_records_the_run_once
     write_files(target)
     runner = start_run(outage_env, target)
 
-    pg_ctl(console_cluster, "restart", "-m", "fast")
+    console_cluster.pg_ctl("restart", "-m", "fast")
     assert runner.running(), "the run ended before the console database was back"
     code, out, err = runner.finish()
 
@@ -177,7 +151,7 @@ def test_it_records_the_run_once_the_console_database_is_back_within_the_retry_w
     write_files(target)
     runner = start_run(outage_env, target)
 
-    pg_ctl(console_cluster, "stop", "-m", "fast")
+    console_cluster.pg_ctl("stop", "-m", "fast")
     deadline = time.monotonic() + 30
     while "console database unreachable while recording run" not in runner.err:
         assert runner.running() and time.monotonic() < deadline, runner.err
@@ -188,7 +162,7 @@ def test_it_records_the_run_once_the_console_database_is_back_within_the_retry_w
     ):
         assert time.monotonic() < deadline, "the run's id left the target while it waits"
         time.sleep(0.05)
-    pg_ctl(console_cluster, "start")
+    console_cluster.pg_ctl("start")
     code, out, err = runner.finish()
 
     assert code == 0, f"{out}\n{err}"
@@ -210,7 +184,7 @@ def test_it_writes_the_audit_line_to_stderr_when_the_console_database_stays_down
     write_files(target)
     runner = start_run(outage_env, target)
 
-    pg_ctl(console_cluster, "stop", "-m", "fast")
+    console_cluster.pg_ctl("stop", "-m", "fast")
     started = time.monotonic()
     code, out, err = runner.finish()
     elapsed = time.monotonic() - started

@@ -8,51 +8,27 @@ database (and the rest of the suite) alone.
 """
 
 import random
-import shutil
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
 from migration_console.targets import TargetConfig
-from tests.conftest import ROOT, migrate_sql
-from tests.faults import finish, kill_runner, runner_pids, start_runner, terminate_backend
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from pgcluster import _as_postgres, pg_bin, temporary_cluster
+from tests.conftest import migrate_sql
+from tests.faults import (
+    finish,
+    kill_runner,
+    runner_pids,
+    start_runner,
+    terminate_backend,
+    wait_for_query,
+)
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 20
 FILES = 30
 FAULTS = ("terminate_first", "terminate_second", "restart_target", "kill_first", "kill_second")
-
-
-@pytest.fixture(scope="module")
-def own_cluster():
-    cluster = temporary_cluster()
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(cluster.directory, ignore_errors=True)
-
-
-def restart(cluster) -> None:
-    _as_postgres(
-        [
-            pg_bin("pg_ctl"),
-            "-D",
-            str(cluster.data),
-            "-l",
-            str(cluster.directory / "server.log"),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def write_files(path) -> None:
@@ -66,25 +42,10 @@ def write_files(path) -> None:
         )
 
 
-def wait_until_applying(dsn: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            busy = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-                " AND application_name LIKE 'migration-console%%'"
-                " AND position('pg_sleep' in query) > 0"
-            ).fetchone()[0]
-        if busy:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no runner started applying")
-
-
 def inject(fault: str, cluster, dsn: str, runners: list) -> None:
     kind, _, which = fault.partition("_")
     if kind == "restart":
-        restart(cluster)
+        cluster.pg_ctl("restart", "-m", "fast")
     elif kind == "kill":
         kill_runner(runners[0 if which == "first" else 1])
     else:
@@ -95,7 +56,7 @@ def inject(fault: str, cluster, dsn: str, runners: list) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_two_runners_and_a_random_fault_apply_every_file_exactly_once(
-    own_cluster, cli_env, tmp_path, settings
+    second_cluster, cli_env, tmp_path, settings
 ):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -104,15 +65,15 @@ def test_two_runners_and_a_random_fault_apply_every_file_exactly_once(
     report = []
     for round_number in range(ROUNDS):
         dbname = f"stress_{round_number}"
-        own_cluster.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        own_cluster.psql(f'CREATE DATABASE "{dbname}"')
-        dsn = own_cluster.dsn(dbname)
+        second_cluster.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        second_cluster.psql(f'CREATE DATABASE "{dbname}"')
+        dsn = second_cluster.dsn(dbname)
         env = {**cli_env, "DB_DSN": dsn, "MIGRATIONS_PATH": str(path), "MIGRATION_LOCK_WAIT": "60"}
         fault = rng.choice(FAULTS)
         runners = [start_runner(env), start_runner(env)]
-        wait_until_applying(dsn)
+        wait_for_query(dsn, "pg_sleep")
         time.sleep(rng.uniform(0, 0.6))
-        inject(fault, own_cluster, dsn, runners)
+        inject(fault, second_cluster, dsn, runners)
         outputs = [finish(runner)[1] for runner in runners if runner.returncode is None]
         for output in outputs:
             assert "Traceback" not in output, (seed, round_number, fault, output)
@@ -141,5 +102,5 @@ def test_two_runners_and_a_random_fault_apply_every_file_exactly_once(
         assert [row[0] for row in tracking] == expected, context
         assert others == 0, context
         report.append(fault)
-        own_cluster.psql(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+        second_cluster.psql(f'DROP DATABASE "{dbname}" WITH (FORCE)')
     print(f"seed {seed}: {ROUNDS} rounds, faults {sorted(report)}")
