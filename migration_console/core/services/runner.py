@@ -27,9 +27,17 @@ from django.conf import settings
 from migration_console.core.services.backup import backup_create
 from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import ConfigurationError, RunRefused
+from migration_console.core.services.execute import (
+    RecordedMeanwhile,
+    ScriptFailed,
+    SessionLost,
+    cause_of,
+    execute_in_transaction,
+    execute_statements,
+    session_gone,
+)
 from migration_console.core.services.lint import refuse_lint_errors
 from migration_console.core.services.locking import lock_acquire, lock_release
-from migration_console.core.services.sqlsplit import statement_spans
 from migration_console.core.services.status import (
     DRIFTED,
     FAILED,
@@ -212,113 +220,6 @@ def refuse_unsafe_run(status: TargetStatus, options: RunOptions) -> None:
         )
 
 
-def _error_text(
-    exc: Exception, migration: MigrationFile, offset: int, statement_start: int | None = None
-) -> str:
-    """The database's message with the file's line: ``offset`` is where the file's
-    text starts in the query string sent (negative: the query is a statement that
-    starts ``-offset`` characters into the file)."""
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag else None
-    if not primary:
-        return str(exc).strip() or exc.__class__.__name__
-    text = primary
-    position = getattr(diag, "statement_position", None)
-    if position and int(position) > offset:
-        line = migration.sql.count("\n", 0, int(position) - 1 - offset) + 1
-        text += f" (line {line} of {migration.filename})"
-    elif statement_start is not None:
-        rest = migration.sql[statement_start:]
-        first = statement_start + len(rest) - len(rest.lstrip())
-        line = migration.sql.count("\n", 0, first) + 1
-        text += f" (statement starting on line {line} of {migration.filename})"
-    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint)):
-        if value:
-            text += f"\n{label}: {value}"
-    return text
-
-
-_prefixes: dict[str, str] = {}
-
-
-def _transaction_prefix(conn) -> str:
-    """``BEGIN; SET LOCAL lock_timeout = '5s';``, composed once per setting value."""
-    timeout = settings.MIGRATION_LOCK_TIMEOUT
-    prefix = _prefixes.get(timeout)
-    if prefix is None:
-        from psycopg import sql
-
-        prefix = _prefixes[timeout] = (
-            sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
-            .format(sql.Literal(timeout))
-            .as_string(conn)
-        )
-    return prefix
-
-
-class ScriptFailed(Exception):
-    """A migration or down file failed; the message is the database's, with its line."""
-
-
-class SessionLost(Exception):
-    """The runner's session ended under it (terminated, timed out, target restarted):
-    its open transaction was rolled back by the server and its lock is gone."""
-
-
-class RecordedMeanwhile(Exception):
-    """The version was recorded by another runner while this one applied it; this
-    runner's transaction was rolled back."""
-
-
-def _session_gone(conn) -> bool:
-    return conn.closed or conn.broken
-
-
-def _cause(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    sqlstate = getattr(exc, "sqlstate", None)
-    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
-
-
-def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
-    """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
-    sent as one query string: one round trip, applied entirely or not at all."""
-    prefix = _transaction_prefix(conn)
-    # The newline ends a trailing "--" comment in the file before our statements.
-    query = f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
-    try:
-        conn.execute(query.encode())
-    except Exception as exc:
-        if _session_gone(conn):
-            raise SessionLost(_cause(exc)) from exc
-        try:
-            conn.execute("ROLLBACK")
-        except Exception:
-            if _session_gone(conn):
-                raise SessionLost(_cause(exc)) from exc
-            raise
-        if is_duplicate_record(exc):
-            raise RecordedMeanwhile(str(exc)) from exc
-        raise ScriptFailed(_error_text(exc, script, len(prefix))) from exc
-
-
-def execute_statements(conn, script: MigrationFile) -> None:
-    """Run a no-transaction file statement by statement in autocommit (PostgreSQL runs
-    a multi-statement string as one implicit transaction, which CONCURRENTLY refuses)."""
-    from psycopg import sql
-
-    conn.execute(
-        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
-    )
-    for start, end in statement_spans(script.sql):
-        try:
-            conn.execute(script.sql[start:end].encode())
-        except Exception as exc:
-            if _session_gone(conn):
-                raise SessionLost(_cause(exc)) from exc
-            raise ScriptFailed(_error_text(exc, script, -start, statement_start=start)) from exc
-
-
 def _apply_transactional(
     conn, target: Target, migration: MigrationFile, applied_by: str, retry: bool
 ) -> None:
@@ -347,8 +248,8 @@ def _apply_without_transaction(
             applied_by=applied_by,
         )
     except Exception as exc:
-        if _session_gone(conn):
-            raise SessionLost(_cause(exc)) from exc
+        if session_gone(conn):
+            raise SessionLost(cause_of(exc)) from exc
         if is_duplicate_record(exc):
             raise RecordedMeanwhile(str(exc)) from exc
         raise
@@ -372,8 +273,8 @@ def _apply_without_transaction(
             error=None,
         )
     except Exception as exc:
-        if _session_gone(conn):
-            raise SessionLost(_cause(exc)) from exc
+        if session_gone(conn):
+            raise SessionLost(cause_of(exc)) from exc
         raise
 
 
@@ -384,7 +285,7 @@ def _in_flight_state(target: Target, migration: MigrationFile, since) -> str:
         with target_connect(target, application_name="migration-console check") as conn:
             row = tracking_rows(conn, target.schema).get(migration.version)
     except Exception as exc:
-        return f"unknown ({target.name} unreachable: {_cause(exc)}); check the status"
+        return f"unknown ({target.name} unreachable: {cause_of(exc)}); check the status"
     if row is None:
         return "not recorded: its transaction was rolled back"
     if row.status == "completed" and row.checksum == migration.checksum and row.applied_at >= since:
@@ -407,87 +308,85 @@ def apply_plan(
     to stop; returns the steps and why it stopped early ("" otherwise). ``retried``:
     versions whose tracking row is a ``failed`` attempt that this run replaces."""
     steps: list[StepResult] = []
-    for migration in plan:
+    for index, migration in enumerate(plan):
         stop = observer.stop_requested()
         if stop:
             return steps, stop
         observer.migration_started(migration)
-        started = time.perf_counter_ns()
-        started_at = datetime.now(UTC)
-        try:
-            if migration.no_transaction:
-                _apply_without_transaction(conn, target, migration, applied_by, started)
-            else:
-                _apply_transactional(
-                    conn, target, migration, applied_by, migration.version in retried
-                )
-        except ScriptFailed as failure:
-            duration = time.perf_counter_ns() - started
-            stop = observer.stop_requested(certain=True) if _cancelled(failure) else None
-            if stop and not migration.no_transaction:
-                # Cancelled on purpose: rolled back whole, so it stays plainly pending.
-                step = StepResult(migration.version, migration.name, CANCELLED, duration, stop)
-                steps.append(step)
-                observer.migration_finished(step)
-                return steps, stop
-            if not migration.no_transaction:  # a no-transaction file's row is closed already
-                tracking_record_failure(
-                    conn,
-                    target.schema,
-                    version=migration.version,
-                    name=migration.name,
-                    checksum=migration.checksum,
-                    duration_ns=duration,
-                    applied_by=applied_by,
-                    error=str(failure),
-                )
-            step = StepResult(migration.version, migration.name, FAILED, duration, str(failure))
-            steps.append(step)
-            observer.migration_finished(step)
-            return steps, stop or ""
-        except RecordedMeanwhile:
-            message = (
-                f"{migration.filename} was recorded by another runner while this one applied "
-                "it (was a run started with --no-lock?); this runner's changes were rolled "
-                "back and no further file was started"
-            )
-            step = StepResult(
-                migration.version, migration.name, FAILED, time.perf_counter_ns() - started, message
-            )
-            steps.append(step)
-            observer.migration_finished(step)
-            break
-        except SessionLost as lost:
-            state = _in_flight_state(target, migration, started_at)
-            message = (
-                f"lost the session to {target.name} while applying {migration.filename}: "
-                f"{lost}. The advisory lock went with it, so this runner stopped and started "
-                f"no further file. {migration.filename}: {state}"
-            )
-            landed = state.startswith("completed")
-            step = StepResult(
-                migration.version,
-                migration.name,
-                "completed" if landed else FAILED,
-                time.perf_counter_ns() - started,
-                message,
-            )
-            steps.append(step)
-            observer.migration_finished(step)
-            following = plan[plan.index(migration) + 1 :]
-            if landed and following:
-                # The file is in, but the run stops here: report the first file it
-                # could not start as the failure.
-                steps.append(
-                    StepResult(following[0].version, following[0].name, NOT_STARTED, 0, message)
-                )
-            break
-        step = StepResult(
-            migration.version, migration.name, "completed", time.perf_counter_ns() - started
+        step, stop = _apply_one(
+            conn, target, migration, applied_by, observer, migration.version in retried
         )
         steps.append(step)
         observer.migration_finished(step)
+        if step.status == "completed" and not step.error:
+            continue
+        following = plan[index + 1 : index + 2]
+        if step.status == "completed" and following:
+            # Its commit landed, but the session is gone: the run stops here, and the
+            # first file it could not start is reported as the failure.
+            steps.append(
+                StepResult(following[0].version, following[0].name, NOT_STARTED, 0, step.error)
+            )
+        return steps, stop
     return steps, ""
+
+
+def _apply_one(
+    conn,
+    target: Target,
+    migration: MigrationFile,
+    applied_by: str,
+    observer: RunObserver,
+    retry: bool,
+) -> tuple[StepResult, str]:
+    """Apply one file: its step (an ``error`` on a completed step means the run must
+    stop anyway) and the stop reason, if a stop was requested."""
+    started = time.perf_counter_ns()
+    started_at = datetime.now(UTC)
+
+    def step(status: str, error: str | None = None) -> StepResult:
+        return StepResult(
+            migration.version, migration.name, status, time.perf_counter_ns() - started, error
+        )
+
+    try:
+        if migration.no_transaction:
+            _apply_without_transaction(conn, target, migration, applied_by, started)
+        else:
+            _apply_transactional(conn, target, migration, applied_by, retry)
+    except ScriptFailed as failure:
+        stop = observer.stop_requested(certain=True) if _cancelled(failure) else None
+        if stop and not migration.no_transaction:
+            # Cancelled on purpose: rolled back whole, so it stays plainly pending.
+            return step(CANCELLED, stop), stop
+        if not migration.no_transaction:  # a no-transaction file's row is closed already
+            tracking_record_failure(
+                conn,
+                target.schema,
+                version=migration.version,
+                name=migration.name,
+                checksum=migration.checksum,
+                duration_ns=time.perf_counter_ns() - started,
+                applied_by=applied_by,
+                error=str(failure),
+            )
+        return step(FAILED, str(failure)), stop or ""
+    except RecordedMeanwhile:
+        return step(
+            FAILED,
+            f"{migration.filename} was recorded by another runner while this one applied it "
+            "(was a run started with --no-lock?); this runner's changes were rolled back and "
+            "no further file was started",
+        ), ""
+    except SessionLost as lost:
+        state = _in_flight_state(target, migration, started_at)
+        message = (
+            f"lost the session to {target.name} while applying {migration.filename}: "
+            f"{lost}. The advisory lock went with it, so this runner stopped and started "
+            f"no further file. {migration.filename}: {state}"
+        )
+        return step("completed" if state.startswith("completed") else FAILED, message), ""
+    return step("completed"), ""
 
 
 def _cancelled(failure: ScriptFailed) -> bool:

@@ -1,0 +1,121 @@
+"""Send a migration or down file to a target: in one transaction with its tracking
+change (one query string, one round trip), or statement by statement outside one.
+
+Failures come back as one of three exceptions the runner tells apart: the file's
+own error (``ScriptFailed``, with its line), the session lost under it
+(``SessionLost``: the server rolled its transaction back and the lock went with
+it), or the tracking row recorded meanwhile by another runner (``RecordedMeanwhile``).
+"""
+
+from django.conf import settings
+
+from migration_console.core.services.discovery import MigrationFile
+from migration_console.core.services.sqlsplit import statement_spans
+from migration_console.core.services.tracking import is_duplicate_record
+
+
+def _error_text(
+    exc: Exception, migration: MigrationFile, offset: int, statement_start: int | None = None
+) -> str:
+    """The database's message with the file's line: ``offset`` is where the file's
+    text starts in the query string sent (negative: the query is a statement that
+    starts ``-offset`` characters into the file)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag else None
+    if not primary:
+        return str(exc).strip() or exc.__class__.__name__
+    text = primary
+    position = getattr(diag, "statement_position", None)
+    if position and int(position) > offset:
+        line = migration.sql.count("\n", 0, int(position) - 1 - offset) + 1
+        text += f" (line {line} of {migration.filename})"
+    elif statement_start is not None:
+        rest = migration.sql[statement_start:]
+        first = statement_start + len(rest) - len(rest.lstrip())
+        line = migration.sql.count("\n", 0, first) + 1
+        text += f" (statement starting on line {line} of {migration.filename})"
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint)):
+        if value:
+            text += f"\n{label}: {value}"
+    return text
+
+
+_prefixes: dict[str, str] = {}
+
+
+def _transaction_prefix(conn) -> str:
+    """``BEGIN; SET LOCAL lock_timeout = '5s';``, composed once per setting value."""
+    timeout = settings.MIGRATION_LOCK_TIMEOUT
+    prefix = _prefixes.get(timeout)
+    if prefix is None:
+        from psycopg import sql
+
+        prefix = _prefixes[timeout] = (
+            sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
+            .format(sql.Literal(timeout))
+            .as_string(conn)
+        )
+    return prefix
+
+
+class ScriptFailed(Exception):
+    """A migration or down file failed; the message is the database's, with its line."""
+
+
+class SessionLost(Exception):
+    """The runner's session ended under it (terminated, timed out, target restarted):
+    its open transaction was rolled back by the server and its lock is gone."""
+
+
+class RecordedMeanwhile(Exception):
+    """The version was recorded by another runner while this one applied it; this
+    runner's transaction was rolled back."""
+
+
+def session_gone(conn) -> bool:
+    return conn.closed or conn.broken
+
+
+def cause_of(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+
+
+def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
+    """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
+    sent as one query string: one round trip, applied entirely or not at all."""
+    prefix = _transaction_prefix(conn)
+    # The newline ends a trailing "--" comment in the file before our statements.
+    query = f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
+    try:
+        conn.execute(query.encode())
+    except Exception as exc:
+        if session_gone(conn):
+            raise SessionLost(cause_of(exc)) from exc
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            if session_gone(conn):
+                raise SessionLost(cause_of(exc)) from exc
+            raise
+        if is_duplicate_record(exc):
+            raise RecordedMeanwhile(str(exc)) from exc
+        raise ScriptFailed(_error_text(exc, script, len(prefix))) from exc
+
+
+def execute_statements(conn, script: MigrationFile) -> None:
+    """Run a no-transaction file statement by statement in autocommit (PostgreSQL runs
+    a multi-statement string as one implicit transaction, which CONCURRENTLY refuses)."""
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
+    )
+    for start, end in statement_spans(script.sql):
+        try:
+            conn.execute(script.sql[start:end].encode())
+        except Exception as exc:
+            if session_gone(conn):
+                raise SessionLost(cause_of(exc)) from exc
+            raise ScriptFailed(_error_text(exc, script, -start, statement_start=start)) from exc
