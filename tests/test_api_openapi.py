@@ -2,6 +2,7 @@
 gives in these scenarios is documented for its status and validates against it."""
 
 import json
+import re
 
 import jsonschema_rs
 import psycopg
@@ -47,8 +48,8 @@ def assert_documented(response, path: str, method: str) -> None:
 def test_the_document_describes_exactly_the_api_paths():
     from migration_console.api import urls
 
-    routes = {
-        "/" + str(pattern.pattern)
+    routes = {  # Django's <int:run_id> is OpenAPI's {run_id}
+        "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
         for pattern in urls.urlpatterns
         if not str(pattern.pattern).startswith("^")  # the JSON 404 catch-all
     }

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from migration_console.console import maintenance, views
+from migration_console.console import control, maintenance, views
 
 app_name = "console"
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("targets/<str:name>/", views.target_detail, name="target-status"),
     path("targets/<str:name>/plan/", views.target_plan, name="target-plan"),
     path("targets/<str:name>/run/", views.target_run, name="target-run"),
+    path("targets/<str:name>/unlock/", control.target_unlock, name="target-unlock"),
     # target-rollback, target-rollback-confirm, target-baseline, ... target-repair-confirm
     *(
         route
@@ -33,6 +34,7 @@ urlpatterns = [
     path("targets/<str:name>/history/", views.target_history, name="target-history"),
     path("runs/<int:run_id>/", views.run_progress, name="run-progress"),
     path("runs/<int:run_id>/progress.json", views.run_progress_json, name="run-progress-json"),
+    path("runs/<int:run_id>/cancel/", control.run_cancel_confirm, name="run-cancel"),
     path("audit/", views.audit_review, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit-export"),
 ]

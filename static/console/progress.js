@@ -37,6 +37,8 @@
     document.getElementById("run-finished").textContent = data.finished_at || "";
     var waiting = document.getElementById("run-waiting");
     if (waiting) { waiting.hidden = data.state !== "queued"; }
+    var cancel = document.getElementById("run-cancel");
+    if (cancel) { cancel.hidden = data.finished; }
 
     var body = document.getElementById("run-steps-body");
     var rows = [];
