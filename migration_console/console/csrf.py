@@ -9,9 +9,15 @@ either.
 from django.http import JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
+from accounts.ratelimit import RateLimiterUnavailable
 from accounts.views import ratelimited
 from migration_console.api.conf import is_api_path
-from migration_console.console.guards import audit_attempt, login_rate_limited, run_rate_limited
+from migration_console.console.guards import (
+    audit_attempt,
+    login_rate_limited,
+    refuse_uncounted,
+    run_rate_limited,
+)
 from migration_console.core.models import AuditEvent
 
 TARGET_ACTIONS = ("run", "rollback", "baseline", "repair")
@@ -43,10 +49,15 @@ def _typed_username(request) -> str | None:
 
 def csrf_failure(request, reason: str = ""):
     action, target = _aimed_at(request)
-    limited = (action in TARGET_ACTIONS and run_rate_limited(request)) or (
-        action == "login" and login_rate_limited(request)
-    )
     actor = _typed_username(request) if action == "login" else None
+    try:
+        limited = (action in TARGET_ACTIONS and run_rate_limited(request)) or (
+            action == "login" and login_rate_limited(request)
+        )
+    except RateLimiterUnavailable as exc:
+        return refuse_uncounted(
+            request, exc, action=action, target=target, actor=actor, note=" (CSRF check failed)"
+        )
     if limited:
         audit_attempt(
             request,

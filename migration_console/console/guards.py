@@ -1,9 +1,10 @@
 """Who may see and do what in the console: accounts.access rules applied to requests.
 
 Every refused request writes one audit row (channel ``console``; outcome
-``denied``, ``rate_limited`` or ``refused``) before anything else happens, and
-nothing runs: a POST refused by rate, access, hostile bytes or an unknown
-target, a GET by a signed-in user without the permission, a failed login.
+``denied``, ``rate_limited``, ``refused``, or ``error`` with a 503 when the rate
+limiter cannot count) before anything else happens, and nothing runs: a POST
+refused by rate, access, hostile bytes or an unknown target, a GET by a
+signed-in user without the permission, a failed login.
 Anonymous GETs are only sent to the login page, without a row.
 """
 
@@ -14,12 +15,12 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django_ratelimit.core import is_ratelimited
 
 from accounts.access import Decision, can_run, can_view, can_view_audit
 from accounts.ip import client_ip
+from accounts.ratelimit import RateLimiterUnavailable, over_limit
 from accounts.signals import LOGIN_FAILURE_AUDITED
-from accounts.views import ratelimited
+from accounts.views import rate_limiter_unavailable, ratelimited
 from migration_console.console import conf
 from migration_console.core.models import AuditEvent, Channel
 from migration_console.core.services.audit import audit_record, clean_text, has_unsafe_text
@@ -154,28 +155,41 @@ audit_view_required = _guard(can_view_audit)
 
 
 def run_rate_limited(request) -> bool:
-    """Count this POST against the per-IP run limit; True once the limit is exceeded."""
-    return is_ratelimited(
-        request, group=RUN_RATE_GROUP, key="ip", rate=conf.run_rate, method="POST", increment=True
-    )
+    """Count this POST against the per-IP run limit; True once the limit is exceeded.
+    Raises RateLimiterUnavailable when the count cannot be kept."""
+    return over_limit(request, group=RUN_RATE_GROUP, key="ip", rate=conf.run_rate, method="POST")
 
 
 def login_rate_limited(request) -> bool:
-    return is_ratelimited(
-        request,
-        group=LOGIN_RATE_GROUP,
-        key="ip",
-        rate=conf.login_rate,
-        method="POST",
-        increment=True,
+    return over_limit(
+        request, group=LOGIN_RATE_GROUP, key="ip", rate=conf.login_rate, method="POST"
     )
+
+
+def refuse_uncounted(
+    request, exc: RateLimiterUnavailable, *, action: str, target="", actor=None, note=""
+):
+    """503 for a POST the rate limit could not count (fail closed), after its row."""
+    audit_attempt(
+        request,
+        action=action,
+        outcome=AuditEvent.Outcome.ERROR,
+        target=target,
+        message=f"{exc}{note}",
+        actor=actor,
+    )
+    return rate_limiter_unavailable(request)
 
 
 def guard_action(request, *, action: str, target: str):
     """For a POST that changes a target: rate limit, can_run, no control characters,
     a configured target. Returns a response (or raises Http404) when refused, after
     writing the one audit row; else None."""
-    if run_rate_limited(request):
+    try:
+        limited = run_rate_limited(request)
+    except RateLimiterUnavailable as exc:
+        return refuse_uncounted(request, exc, action=action, target=target)
+    if limited:
         audit_attempt(
             request,
             action=action,
@@ -218,7 +232,11 @@ def login_attempt(request, login_view, **kwargs):
     if request.method != "POST":
         return login_view(request, **kwargs)
     typed = request.POST.get("username") or "anonymous"
-    if login_rate_limited(request):
+    try:
+        limited = login_rate_limited(request)
+    except RateLimiterUnavailable as exc:
+        return refuse_uncounted(request, exc, action="login", actor=typed)
+    if limited:
         audit_attempt(
             request,
             action="login",
