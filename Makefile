@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Local development: a throw-away cluster under .devdb/ unless DATABASE_URL/DB_DSN are set.
+# The console on http://127.0.0.1:8000 and one migration worker; Ctrl-C stops both.
 run: $(STAMP)
 	@if [ -z "$$DATABASE_URL$$DB_DSN" ]; then $(PY) scripts/pgcluster.py dev; fi
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py migrate --no-input -v0
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) scripts/ensure_admin.py
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runserver 127.0.0.1:8000
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) scripts/devserver.py
 
 devdb:
 	$(PYTHON) scripts/pgcluster.py dev

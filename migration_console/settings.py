@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "auditlog",
+    "procrastinate.contrib.django",
     "accounts",
     "migration_console.core",
 ]
@@ -136,6 +137,16 @@ MIGRATION_WEBHOOK_URL = env_str("MIGRATION_WEBHOOK_URL")
 MIGRATION_WEBHOOK_TIMEOUT = 3.0  # seconds a run waits for the webhook receiver at most
 SKIP_MIGRATIONS = env_bool("SKIP_MIGRATIONS", True)
 
+# --- Runs are jobs (procrastinate), executed by `manage.py migration_worker` -----
+PROCRASTINATE_DATABASE_ALIAS = "default"  # never a target, though targets are aliases too
+# How long POST /admin/migrations/run waits for its job before answering 202.
+MIGRATION_API_WAIT = env_float("MIGRATION_API_WAIT", 300.0)
+# A worker records a heartbeat this often; one silent for MIGRATION_WORKER_STALLED_AFTER
+# is dead, and its job is handed to another worker (checked every ..._RECOVERY_EVERY).
+MIGRATION_WORKER_HEARTBEAT = env_float("MIGRATION_WORKER_HEARTBEAT", 5.0)
+MIGRATION_WORKER_STALLED_AFTER = env_float("MIGRATION_WORKER_STALLED_AFTER", 30.0)
+MIGRATION_WORKER_RECOVERY_EVERY = env_float("MIGRATION_WORKER_RECOVERY_EVERY", 10.0)
+
 # --- Access -----------------------------------------------------------------
 CONSOLE_ALLOWED_NETWORKS = env_networks("CONSOLE_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
 CONSOLE_TRUSTED_PROXIES = env_networks("CONSOLE_TRUSTED_PROXIES")
@@ -143,7 +154,13 @@ CONSOLE_TRUSTED_PROXIES = env_networks("CONSOLE_TRUSTED_PROXIES")
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A Redis that stops answering refuses requests (503) within seconds
+            # instead of holding a worker; older redis-py clients wait forever.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -170,7 +187,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONSOLE_TRUSTED_PROXIES else None
+# Django would believe X-Forwarded-Proto from any peer; gunicorn.conf.py believes it
+# only from CONSOLE_TRUSTED_PROXIES and sets wsgi.url_scheme, which Django reads.
+SECURE_PROXY_SSL_HEADER = None
 X_FRAME_OPTIONS = "DENY"
 # Sent on every response (migration_console.ops.middleware); no CDN, no inline scripts.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -204,5 +223,9 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Task registration at every start would litter migrate_sql's stderr.
+        "procrastinate": {"level": "WARNING"},
+    },
 }

@@ -8,9 +8,9 @@ a database of its own on it, dropped afterwards.
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -197,11 +197,143 @@ def redis_url(tmp_path):
         pytest.fail(f"{exc} (.ci/run installs it)")
 
 
-@pytest.fixture(autouse=True)
-def _console_runner_reapers_finish():
-    """A console run's reaper thread (core/services/launch.py) records a dead runner;
-    let it finish inside the test that started it, while its database still exists."""
-    yield
-    for thread in threading.enumerate():
-        if thread.name.startswith("reap-run-"):
-            thread.join(30)
+# --- workers (manage.py migration_worker) ----------------------------------------------
+# Quick heartbeats and hand-overs, so a killed worker's run moves on within seconds.
+WORKER_TEST_ENV = {
+    "MIGRATION_WORKER_HEARTBEAT": "0.5",
+    "MIGRATION_WORKER_STALLED_AFTER": "4",
+    "MIGRATION_WORKER_RECOVERY_EVERY": "1",
+}
+JOB_TABLES = (
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
+)
+
+
+def live_workers() -> int:
+    """Workers of the test console database with a recent heartbeat."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => %s)",
+            [float(WORKER_TEST_ENV["MIGRATION_WORKER_STALLED_AFTER"])],
+        )
+        return cursor.fetchone()[0]
+
+
+@dataclass
+class WorkerProcess:
+    """One ``manage.py migration_worker`` subprocess and its log."""
+
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def send(self, signum: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
+        self.send(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def _targets_file(settings, directory: Path) -> Path:
+    """The targets this test configured in-process, for a worker subprocess."""
+    import yaml
+
+    entries = {
+        name: {"dsn": config.dsn, "schema": config.schema, "path": config.path}
+        for name, config in settings.MIGRATION_TARGETS.items()
+    }
+    path = directory / f"targets-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings, tmp_path):
+    """Factory: ``start_worker(count=1, wait=True, **env)`` starts real
+    ``manage.py migration_worker`` subprocesses against the test console database, with
+    the targets the test configured so far, and (``wait``) returns once they are live.
+    All are stopped at teardown, and the job tables emptied (Django's flush between
+    transactional tests leaves procrastinate's unmanaged tables alone)."""
+    started: list[WorkerProcess] = []
+    console = connection.settings_dict
+    host = str(console["HOST"]).replace("/", "%2F")
+
+    def start(count: int = 1, *, wait: bool = True, **env: str) -> list[WorkerProcess]:
+        worker_env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{console['USER']}@{host}:{console['PORT']}/"
+            f"{console['NAME']}",
+            "MIGRATION_LOCK_WAIT": "10",
+            **WORKER_TEST_ENV,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        worker_env.pop("MIGRATION_TARGETS_FILE", None)
+        if settings.MIGRATION_TARGETS:
+            worker_env["MIGRATION_TARGETS_FILE"] = str(_targets_file(settings, tmp_path))
+        before = live_workers()
+        batch = []
+        for _ in range(count):
+            log = tmp_path / f"worker-{len(started) + 1}.log"
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "migration_worker"],
+                env=worker_env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            batch.append(WorkerProcess(process, log))
+            started.append(batch[-1])
+        deadline = time.monotonic() + 60
+        while wait and live_workers() < before + count:
+            for worker in batch:
+                if worker.process.poll() is not None:
+                    pytest.fail(f"migration_worker exited early:\n{worker.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("migration_worker not live within 60 s")
+            time.sleep(0.1)
+        return batch
+
+    yield start
+    for worker in started:
+        worker.stop()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(JOB_TABLES)} CASCADE")
+
+
+@pytest.fixture
+def worker(target, start_worker) -> WorkerProcess:
+    """One live migration worker for ``target`` (and any target made before it)."""
+    return start_worker()[0]
+
+
+@pytest.fixture
+def lazy_worker(start_worker):
+    """``ensure()`` starts one worker the first time it is called (with the targets
+    configured by then): for helpers that post runs, so tests that only read pay nothing."""
+    started: list[WorkerProcess] = []
+
+    def ensure() -> WorkerProcess:
+        if not started:
+            started.extend(start_worker())
+        return started[0]
+
+    return ensure

@@ -13,7 +13,7 @@ from migration_console.core.services.locking import lock_key
 from tests.api_support import API, assert_json_error, bearer, run_body
 from tests.conftest import write_numbered
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # runs are jobs: a worker reads them
 
 
 @pytest.fixture(autouse=True)
@@ -34,14 +34,15 @@ def token(root) -> str:
 
 
 @pytest.fixture
-def api(client, token):
-    """GET/POST with the superuser's token."""
+def api(client, token, lazy_worker):
+    """GET/POST with the superuser's token; the first POST starts a worker."""
 
     class Api:
         def get(self, endpoint, **extra):
             return client.get(API + endpoint, headers=bearer(token), **extra)
 
         def post(self, endpoint, body=None, **extra):
+            lazy_worker()
             return client.post(
                 API + endpoint,
                 data=run_body() if body is None else body,
@@ -194,7 +195,7 @@ def test_an_unreachable_target_is_a_503_without_its_dsn(api, settings, tmp_path)
         assert "secretuser" not in json.dumps(body)
 
 
-def test_a_superuser_session_may_read_and_run_with_csrf(root, target):
+def test_a_superuser_session_may_read_and_run_with_csrf(root, target, worker):
     write_numbered(target, 1)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(root)

@@ -326,7 +326,7 @@ def test_an_unexpected_failure_is_a_json_500_without_a_traceback(
 
     monkeypatch.setattr(views, "target_status", explode)
     monkeypatch.setattr(views, "target_status_json", explode)
-    monkeypatch.setattr(views, "run_execute", explode)
+    monkeypatch.setattr(views, "run_start", explode)
 
     body = assert_json_error(client.get(API + "status", headers=bearer(root_token)), 500)
     assert body == {"error": "internal error", "message": "the server failed; see its log"}

@@ -77,7 +77,7 @@ def server_env(cli_env, django_user_model):
 
 
 @pytest.fixture
-def live(server_env, tmp_path):
+def live(server_env, tmp_path, worker):
     server = LiveServer(server_env, tmp_path / "server.log")
     yield server
     server.stop()
@@ -174,8 +174,9 @@ def post_run(server: LiveServer, token: str) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("lock_wait", ["10", "0.2"])
 def test_two_concurrent_runs_apply_each_migration_once(
-    server_env, token, target, tmp_path, lock_wait
+    server_env, token, target, tmp_path, lock_wait, start_worker
 ):
+    start_worker(2, MIGRATION_LOCK_WAIT=lock_wait)
     target.query("CREATE TABLE side_effects (version int)")
     for i in (1, 2):
         target.write(
@@ -218,7 +219,7 @@ def test_two_concurrent_runs_apply_each_migration_once(
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
-    server_env, token, target, tmp_path
+    server_env, token, target, tmp_path, worker
 ):
     target.write("001_t1.sql", "CREATE TABLE t1 (id int);\n")
     target.write("002_t2.sql", "CREATE TABLE t2 (id int);\n")

@@ -3,6 +3,7 @@ gives in these scenarios is documented for its status and validates against it."
 
 import json
 import re
+import time
 
 import jsonschema_rs
 import psycopg
@@ -16,7 +17,7 @@ from migration_console.core.services.locking import lock_key
 from tests.api_support import API, bearer, run_body
 from tests.conftest import write_numbered
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # runs are jobs: a worker reads them
 
 
 @pytest.fixture(autouse=True)
@@ -75,17 +76,18 @@ def test_a_schema_rejects_a_wrong_shape_so_the_checks_below_can_fail(client, tar
 
 
 def test_every_answer_in_a_full_scenario_matches_the_document(
-    client, target, django_user_model, settings, tmp_path
+    client, target, django_user_model, settings, tmp_path, start_worker
 ):
     root = django_user_model.objects.create_superuser("root", password="pw-root-1")
     staff = django_user_model.objects.create_user("staff", password="pw-staff-1", is_staff=True)
     auth = bearer(token_create(user=root).raw)
     settings.MIGRATION_LOCK_WAIT = 0.2
     settings.MIGRATION_API_RATE_RUN = "1000/m"
+    start_worker(MIGRATION_LOCK_WAIT="0.2")
 
-    def get(path, headers=auth, **extra):
+    def get(path, headers=auth, documented=None, **extra):
         response = client.get(API + path, headers=headers, **extra)
-        assert_documented(response, path.split("?")[0], "GET")
+        assert_documented(response, documented or path.split("?")[0], "GET")
         return response
 
     def post(path="run", body=None, headers=auth, **extra):
@@ -120,6 +122,12 @@ def test_every_answer_in_a_full_scenario_matches_the_document(
         seen.add(get("status").status_code)  # with lock_holder
     seen.add(post().status_code)  # success
     seen.add(post().status_code)  # up_to_date
+    queued = post(body='{"confirm": true, "wait": false}')  # 202
+    seen.add(queued.status_code)
+    run_id = queued.json()["run"]
+    while get(f"runs/{run_id}", documented="runs/{run_id}").json()["state"] == "queued":
+        time.sleep(0.2)
+    seen.add(get("runs/999999", documented="runs/{run_id}").status_code)  # 404 unknown run
     get("status")
     get("history")
     target.write("001_t1.sql", "CREATE TABLE t1 (id bigint);\n")
@@ -143,4 +151,4 @@ def test_every_answer_in_a_full_scenario_matches_the_document(
     get("history")
     seen.add(get("history").status_code)  # 429
 
-    assert seen >= {200, 400, 401, 403, 404, 409, 429, 500, 503}
+    assert seen >= {200, 202, 400, 401, 403, 404, 409, 429, 500, 503}

@@ -169,7 +169,7 @@ def test_the_password_goes_to_the_environment_never_to_the_command_line(tmp_path
 
 
 def test_the_api_answers_500_json_when_the_backup_fails_and_changes_nothing(
-    target, tmp_path, settings, client, django_user_model
+    target, tmp_path, settings, client, django_user_model, start_worker
 ):
     from django.core.cache import cache
 
@@ -179,6 +179,7 @@ def test_the_api_answers_500_json_when_the_backup_fails_and_changes_nothing(
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     settings.MIGRATION_BACKUP_DIR = str(blocker / "backups")
+    start_worker(MIGRATION_BACKUP_DIR=settings.MIGRATION_BACKUP_DIR)  # the worker runs it
     target.write("001_t1.sql", "CREATE TABLE t1 (id int);\n")
     root = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-1")
     response = client.post(

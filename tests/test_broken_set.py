@@ -173,7 +173,7 @@ def test_api_history_answers_200_with_the_problems(broken, api_token):
     assert answer["problems"] == PROBLEMS
 
 
-def test_api_run_still_refuses_a_bad_set(broken, api_token):
+def test_api_run_still_refuses_a_bad_set(broken, api_token, worker):
     broken.write("004_d.sql", "CREATE TABLE d (id int);\n")
     response = Client().post(
         API + "run",

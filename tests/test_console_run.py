@@ -11,7 +11,7 @@ from django.test import Client
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
-from migration_console.core.services.launch import run_start
+from migration_console.core.services.jobs import run_start
 from migration_console.core.services.locking import lock_acquire
 from migration_console.core.services.targets import target_connect, target_get
 from tests.test_console_support import (  # noqa: F401 - fixtures
@@ -205,12 +205,12 @@ def test_a_run_that_cannot_get_the_lock_ends_locked_naming_the_holder(
 
 
 @pytest.mark.usefixtures("console_env")
-def test_a_runner_that_dies_before_recording_is_marked_as_error(target):
+def test_a_run_the_worker_cannot_start_is_marked_as_error_naming_why(target):
     run = run_start(target_name="not_configured", caller=CONSOLE_ROOT, plan_hash="x")
     run = wait_for_run(run.pk)
 
     assert run.state == "error"
-    assert "exit code 2" in run.message and "not_configured" in run.message
+    assert "unknown database 'not_configured'" in run.message
     event = AuditEvent.objects.get(run=run)
     assert event.outcome == "error"
 

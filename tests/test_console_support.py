@@ -1,8 +1,7 @@
 """Fixtures and helpers shared by the console, rate-limit and browser tests (no tests here).
 
-The console starts runs as detached ``manage.py migrate_sql run --run-id N``
-processes that inherit this process's environment, so ``console_env`` points
-that environment at the test's console database and target.
+The console queues runs as jobs for ``manage.py migration_worker`` processes, so
+``console_env`` starts one against the test's console database and target.
 """
 
 import re
@@ -28,12 +27,12 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture
-def console_env(cli_env, monkeypatch, settings, tmp_path):
-    """Make spawned runners use this test's databases (they inherit os.environ)."""
+def console_env(cli_env, start_worker, monkeypatch, settings, tmp_path):
+    """A live worker for this test's databases; spawned processes inherit os.environ."""
     for key in ("DATABASE_URL", "DB_DSN", "MIGRATIONS_PATH", "MIGRATION_LOCK_WAIT"):
         monkeypatch.setenv(key, cli_env[key])
     monkeypatch.delenv("MIGRATION_TARGETS_FILE", raising=False)
-    settings.CONSOLE_RUN_LOG_DIR = str(tmp_path / "run-logs")
+    start_worker()
     return cli_env
 
 

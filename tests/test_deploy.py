@@ -133,6 +133,7 @@ def test_deploy_holds_every_recipe_spec_names():
         "helm/migration-console/Chart.yaml",
         "helm/migration-console/values.yaml",
         "helm/migration-console/templates/migrate-hook-job.yaml",
+        "helm/migration-console/templates/worker-deployment.yaml",
     ):
         assert (DEPLOY / relative).is_file(), relative
 
@@ -174,6 +175,40 @@ def test_the_compose_file_runs_postgres_a_one_shot_migration_and_the_console():
     assert console["environment"]["SKIP_MIGRATIONS"] == "true"
     # DB_DSN comes from the (uncommitted) env file, never a literal in the recipe.
     assert services["migrate"]["environment"]["DB_DSN"].startswith("${DB_DSN:?")
+
+
+def test_the_compose_file_runs_a_migration_worker_beside_the_console():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    worker = services["worker"]
+    assert worker["command"] == ["python", "manage.py", "migration_worker"]
+    assert worker["image"] == services["console"]["image"]
+    # The same console database and targets as the console, whose runs it executes.
+    for name in ("DATABASE_URL", "DB_DSN", "MIGRATIONS_PATH", "DJANGO_SECRET_KEY"):
+        assert worker["environment"][name] == services["console"]["environment"][name], name
+    assert worker["volumes"] == services["console"]["volumes"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["restart"] == "unless-stopped" and worker["stop_grace_period"]
+
+
+def test_the_helm_chart_runs_a_worker_deployment_scaled_by_its_own_value():
+    values = yaml.safe_load((HELM / "values.yaml").read_text())
+    assert isinstance(values["worker"]["replicas"], int) and values["worker"]["replicas"] >= 1
+    assert values["worker"]["terminationGracePeriodSeconds"] > 0
+    worker = (HELM / "templates" / "worker-deployment.yaml").read_text()
+    assert "kind: Deployment" in worker
+    assert "replicas: {{ .Values.worker.replicas }}" in worker
+    assert re.search(r'args: \["python", "manage.py", "migration_worker"', worker)
+    assert 'include "migration-console.env"' in worker  # secrets by reference, as the web
+    assert "app.kubernetes.io/component: worker" in worker
+    web = (HELM / "templates" / "deployment.yaml").read_text()
+    assert "component: web" in web and "component: worker" not in web  # apart selectors
+
+
+def test_the_worker_command_of_the_recipes_exists(target, cli_env):
+    result = run_manage(cli_env, "migration_worker", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--concurrency" in result.stdout
 
 
 def test_the_workflow_runs_status_run_check_then_deploys_with_skip_migrations():

@@ -67,11 +67,12 @@ def assert_refused_unchanged(target, before: dict, action: str, outcome: str) ->
 
 
 @pytest.fixture
-def api_post(client, django_user_model):
+def api_post(client, django_user_model, lazy_worker):
     root = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-1")
     raw = token_create(user=root, name="tests").raw
 
     def post(action, body, token=raw):
+        lazy_worker()  # the API queues the action for a worker
         response = client.post(
             f"/admin/migrations/{action}",
             data=json.dumps(body),

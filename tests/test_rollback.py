@@ -177,7 +177,7 @@ def test_json_output_names_the_rolled_back_migrations(five):
 
 
 @pytest.fixture
-def api_post(client, django_user_model):
+def api_post(client, django_user_model, lazy_worker):
     from django.core.cache import cache
 
     from accounts.tokens import token_create
@@ -187,6 +187,7 @@ def api_post(client, django_user_model):
     raw = token_create(user=root, name="tests").raw
 
     def post(body, token=raw):
+        lazy_worker()  # the API queues the rollback for a worker
         return client.post(
             "/admin/migrations/rollback",
             data=json.dumps(body),

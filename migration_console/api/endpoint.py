@@ -20,6 +20,7 @@ A new endpoint, e.g. rollback::
         return 200, result.as_dict()
 """
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -31,10 +32,15 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.vary import vary_on_headers
-from django_ratelimit.core import is_ratelimited
 
 from accounts.access import can_use_api
 from accounts.ip import client_ip
+from accounts.ratelimit import (
+    UNAVAILABLE,
+    UNAVAILABLE_MESSAGE,
+    RateLimiterUnavailable,
+    over_limit,
+)
 from accounts.views import ratelimited
 from migration_console.api import conf
 from migration_console.api.auth import Credentials, authenticate
@@ -240,7 +246,11 @@ def api_endpoint(
 
         def _handle(view, request, api: ApiRequest, *args, **kwargs):
             rate = conf.rate_run() if changes else conf.rate_read()
-            if is_ratelimited(request, group=group, key=_rate_key, rate=rate, increment=True):
+            try:
+                limited = over_limit(request, group=group, key=_rate_key, rate=rate)
+            except RateLimiterUnavailable as exc:
+                return _refuse_uncounted(request, api, exc)
+            if limited:
                 api.audit(outcome=AuditEvent.Outcome.RATE_LIMITED, message=f"over {rate}")
                 return ratelimited(request)
             if request.method not in allowed:
@@ -280,6 +290,19 @@ def _rate_key(group: str, request: HttpRequest) -> str:
     if ":" in ip:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
     return ip
+
+
+def _refuse_uncounted(request: HttpRequest, api: ApiRequest, exc: Exception) -> JsonResponse:
+    """503 when the rate limit cannot count (fail closed), audited under whoever the
+    token or session names (SPEC: Audit); nothing is allowed on that identity."""
+    # A refused token or session still leaves what it named (e.g. an expired token's user).
+    with contextlib.suppress(ApiError):
+        authenticate(request, api.credentials)
+    try:
+        api.audit(outcome=AuditEvent.Outcome.ERROR, message=f"503 {exc}")
+    except Exception:
+        logger.exception("could not record the audit row of an uncounted API request")
+    return json_response(503, {"error": UNAVAILABLE, "message": UNAVAILABLE_MESSAGE})
 
 
 def _answer_error(api: ApiRequest, error: ApiError, *, audit: bool) -> JsonResponse:

@@ -9,6 +9,37 @@ from functools import cache
 from migration_console.api import conf
 
 STATES = ["completed", "pending", "failed", "drifted", "missing", "out_of_order"]
+# GET runs/<id> (SPEC): a refused run or a lock not acquired is an ``error``.
+API_RUN_STATES = [
+    "awaiting_approval",
+    "scheduled",
+    "queued",
+    "running",
+    "success",
+    "up_to_date",
+    "failed",
+    "cancelled",
+    "rejected",
+    "expired",
+    "stale",
+    "error",
+]
+WAIT = {
+    "type": "boolean",
+    "default": True,
+    "description": "false: answer 202 at once with the queued run instead of waiting for it",
+}
+RUN_STATES = [
+    "queued",
+    "running",
+    "success",
+    "up_to_date",
+    "failed",
+    "refused",
+    "locked",
+    "error",
+    "cancelled",
+]
 
 
 def _ref(name: str) -> dict:
@@ -32,6 +63,7 @@ def _action_request(field: str, description: str, **options: dict) -> dict:
         "properties": {
             "confirm": {"const": True, "description": "must be the JSON value true"},
             field: {"type": ["string", "integer"], "description": description, "examples": ["003"]},
+            "wait": WAIT,
             **options,
         },
     }
@@ -148,6 +180,73 @@ SCHEMAS = {
         "additionalProperties": False,
         "properties": {"confirm": {"const": True, "description": "must be the JSON value true"}},
     },
+    "RunStartRequest": {
+        "type": "object",
+        "required": ["confirm"],
+        "additionalProperties": False,
+        "properties": {
+            "confirm": {"const": True, "description": "must be the JSON value true"},
+            "wait": WAIT,
+        },
+    },
+    "Queued": {
+        "type": "object",
+        "description": "the job is queued (or still running): follow it at `url`",
+        "required": ["status", "run", "url"],
+        "properties": {
+            "status": {"const": "queued"},
+            "run": {"type": "integer"},
+            "url": {"type": "string", "examples": ["/admin/migrations/runs/42"]},
+        },
+    },
+    "RunDetail": {
+        "type": "object",
+        "required": [
+            "run",
+            "database",
+            "action",
+            "state",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "steps",
+            "blockers",
+            "message",
+        ],
+        "properties": {
+            "run": {"type": "integer"},
+            "database": {"type": "string"},
+            "action": {"type": "string", "examples": ["run", "rollback"]},
+            "state": {"enum": API_RUN_STATES},
+            "requested_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _nullable("string", format="date-time"),
+            "finished_at": _nullable("string", format="date-time"),
+            "attempts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "executions started (a worker that died adds one)",
+            },
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["version", "name", "status", "duration", "error"],
+                    "properties": {
+                        "version": {"type": "string"},
+                        "name": {"type": "string"},
+                        "status": {"type": "string", "examples": ["completed", "failed"]},
+                        "duration": _nullable("integer", description="nanoseconds"),
+                        "error": _nullable("string"),
+                    },
+                },
+            },
+            "blockers": {"type": "array"},
+            "message": {"type": "string"},
+        },
+    },
     "Step": {
         "type": "object",
         "required": ["version", "name", "status", "duration"],
@@ -166,6 +265,17 @@ SCHEMAS = {
             "status": {"const": "success"},
             "message": {"type": "string"},
             "applied_count": {"type": "integer", "minimum": 1},
+            "applied_migrations": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "RunCancelled": {
+        "type": "object",
+        "description": "cancelled (POST runs/<id>/cancel) before or while it ran",
+        "required": ["status", "message", "applied_count", "applied_migrations"],
+        "properties": {
+            "status": {"const": "cancelled"},
+            "message": {"type": "string"},
+            "applied_count": {"type": "integer", "minimum": 0},
             "applied_migrations": {"type": "array", "items": _ref("Step")},
         },
     },
@@ -208,7 +318,7 @@ SCHEMAS = {
         "type": "object",
         "required": ["status", "action", "message", "count", "migrations"],
         "properties": {
-            "status": {"enum": ["success", "up_to_date"]},
+            "status": {"enum": ["success", "up_to_date", "cancelled"]},
             "action": {"type": "string", "examples": ["rollback"]},
             "message": {"type": "string"},
             "count": {"type": "integer", "minimum": 0},
@@ -234,6 +344,43 @@ SCHEMAS = {
             "error": {"const": "locked"},
             "message": {"type": "string"},
             "holder": {"oneOf": [_ref("LockHolder"), {"type": "null"}]},
+        },
+    },
+    "CancelResult": {
+        "type": "object",
+        "required": ["id", "target", "action", "state", "finished", "message"],
+        "properties": {
+            "id": {"type": "integer"},
+            "target": {"type": "string"},
+            "action": {"type": "string", "examples": ["run"]},
+            "state": {"enum": RUN_STATES},
+            "finished": {"type": "boolean"},
+            "cancel_requested_by": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    },
+    "UnlockRequest": {
+        "type": "object",
+        "required": ["confirm"],
+        "additionalProperties": False,
+        "properties": {
+            "confirm": {"const": True, "description": "must be the JSON value true"},
+            "force": {
+                "type": "boolean",
+                "default": False,
+                "description": "also terminate a live run of this console (cancel it instead)",
+            },
+        },
+    },
+    "UnlockResult": {
+        "type": "object",
+        "required": ["database", "status", "holder", "run", "message"],
+        "properties": {
+            "database": {"type": "string"},
+            "status": {"enum": ["unlocked", "not_locked"]},
+            "holder": {"oneOf": [_ref("LockHolder"), {"type": "null"}]},
+            "run": _nullable("integer", description="the run of this console that held it"),
+            "message": {"type": "string"},
         },
     },
     "Refused": {
@@ -293,12 +440,91 @@ def _action_operation(
             },
             "responses": {
                 "200": _json(_ref("ActionResult"), done),
+                "202": _json(_ref("Queued"), "queued, not finished within the wait"),
                 "400": _json(
                     _ERROR, "malformed body, no confirm: true, or a bad or unknown version"
                 ),
                 "409": _json({"oneOf": [_ref("Locked"), _ref("Refused")]}, refused),
                 **_COMMON_ERRORS,
                 "500": _json({"oneOf": [_ref("ActionFailed"), _ERROR]}, failed),
+            },
+        }
+    }
+
+
+def _run_detail_operation() -> dict:
+    return {
+        "get": {
+            "operationId": "getRun",
+            "summary": "one run, rollback, baseline or repair as its worker left it",
+            "parameters": [
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "responses": {
+                "200": _json(_ref("RunDetail"), "the run"),
+                **_COMMON_ERRORS,
+                "404": _json(_ERROR, "no such run"),
+            },
+        }
+    }
+
+
+def _cancel_operation() -> dict:
+    return {
+        "post": {
+            "operationId": "cancelRun",
+            "summary": "withdraw a queued run, or stop a running one after its current "
+            "statement (its transactional file rolls back, no further file starts)",
+            "parameters": [
+                {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("RunRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("CancelResult"), "the run has ended (cancelled, normally)"),
+                "202": _json(
+                    _ref("CancelResult"), "asked to stop, but its runner has not stopped in 5 s"
+                ),
+                "400": _json(_ERROR, "malformed body, or no confirm: true"),
+                "409": _json(_ref("Refused"), "the run has already finished"),
+                **_COMMON_ERRORS,
+                "404": _json(_ERROR, "no such run"),
+            },
+        }
+    }
+
+
+def _unlock_operation() -> dict:
+    return {
+        "post": {
+            "operationId": "breakLock",
+            "summary": "terminate the session holding the target's advisory lock",
+            "parameters": [DATABASE_PARAMETER],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("UnlockRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("UnlockResult"), "the lock is free, or was not held"),
+                "400": _json(_ERROR, "malformed body, no confirm: true, or a non-boolean force"),
+                "409": _json(
+                    {"oneOf": [_ref("Refused"), _ref("Locked")]},
+                    "held by a live run of this console (cancel it, or force), or the "
+                    "holder could not be terminated",
+                ),
+                **_COMMON_ERRORS,
             },
         }
     }
@@ -314,7 +540,7 @@ def openapi_document() -> dict:
             "version": "1.0.0",
             "description": (
                 "Status, run, history, rollback, baseline and repair of SQL migrations per "
-                "target database. Every call "
+                "target database; cancel a run, break a stuck lock. Every call "
                 "needs `Authorization: Bearer <token>` of an active superuser (or a superuser "
                 "session with CSRF) from an allowed network. Durations are nanoseconds. "
                 "Errors are JSON objects with `error` and `message`."
@@ -331,17 +557,25 @@ def openapi_document() -> dict:
             f"{prefix}run": {
                 "post": {
                     "operationId": "runMigrations",
-                    "summary": "apply the pending migrations under the advisory lock and wait",
+                    "summary": "queue a run of the pending migrations for a worker and wait "
+                    "for it (MIGRATION_API_WAIT seconds at most)",
                     "parameters": [DATABASE_PARAMETER],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("RunRequest")}},
+                        "content": {"application/json": {"schema": _ref("RunStartRequest")}},
                     },
                     "responses": {
                         "200": _json(
-                            {"oneOf": [_ref("RunSuccess"), _ref("RunUpToDate")]},
-                            "applied, or nothing was pending",
+                            {
+                                "oneOf": [
+                                    _ref("RunSuccess"),
+                                    _ref("RunUpToDate"),
+                                    _ref("RunCancelled"),
+                                ]
+                            },
+                            "applied, nothing was pending, or cancelled meanwhile",
                         ),
+                        "202": _json(_ref("Queued"), '"wait": false, or the wait ended first'),
                         "400": _json(_ERROR, "malformed or oversized body, or no confirm: true"),
                         "409": _json(
                             {"oneOf": [_ref("Locked"), _ref("Refused")]},
@@ -379,6 +613,9 @@ def openapi_document() -> dict:
                 refused="another run holds the lock, or the tracking row changed",
                 failed="the repair failed (details: the database's message)",
             ),
+            f"{prefix}runs/{{run_id}}": _run_detail_operation(),
+            f"{prefix}runs/{{run_id}}/cancel": _cancel_operation(),
+            f"{prefix}unlock": _unlock_operation(),
             f"{prefix}openapi.json": {
                 "get": {
                     "operationId": "getOpenApi",

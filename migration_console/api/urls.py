@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from migration_console.api import views
+from migration_console.api import control, views
 
 app_name = "migrations_api"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("admin/migrations/baseline", views.baseline, name="baseline"),
     path("admin/migrations/repair", views.repair, name="repair"),
     path("admin/migrations/history", views.history, name="history"),
+    path("admin/migrations/runs/<int:run_id>", views.run_detail, name="run-detail"),
+    path("admin/migrations/runs/<int:run_id>/cancel", control.cancel, name="run-cancel"),
+    path("admin/migrations/unlock", control.unlock, name="unlock"),
     path("admin/migrations/openapi.json", views.openapi, name="openapi"),
     re_path(r"^admin/migrations(?:/(?P<rest>.*))?$", views.not_found, name="not_found"),
 ]

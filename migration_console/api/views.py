@@ -1,19 +1,30 @@
 """The endpoints of SPEC's JSON API: each translates HTTP to one service call."""
 
 import json
+import re
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.views import defaults
 
 from migration_console.api import conf
 from migration_console.api.endpoint import ApiRequest, api_endpoint, json_response
-from migration_console.api.errors import bad_request
+from migration_console.api.errors import ApiError, bad_request
 from migration_console.api.openapi import openapi_document
-from migration_console.core.formatting import run_answer
-from migration_console.core.services.maintenance import maintenance_execute, maintenance_result
-from migration_console.core.services.runner import RunOptions
-from migration_console.core.services.runs import run_execute
+from migration_console.core.models import Run
+from migration_console.core.services.jobs import (
+    recorded_answer,
+    run_as_dict,
+    run_settled,
+    run_start,
+    run_wait,
+)
+from migration_console.core.services.runs import run_close_if_dead
 from migration_console.core.services.status import target_status, target_status_json
+
+BIGINT_MAX = 2**63 - 1
+VERSION = re.compile(r"[0-9]{1,64}")  # as maintenance.py reads a version
 
 
 @api_endpoint(methods=("GET",), action="status")
@@ -44,25 +55,58 @@ def history(request: HttpRequest, api: ApiRequest):
     }
 
 
+def _wait(body: dict) -> bool:
+    wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise bad_request(f'"wait" must be true or false, got {json.dumps(wait)[:40]}')
+    return wait
+
+
+def _answer(run: Run, wait: bool):
+    """The run's own answer once a worker has settled it (waiting at most
+    MIGRATION_API_WAIT seconds), else 202 with the address to follow it at."""
+    if wait:
+        run = run_wait(run_id=run.pk, timeout=settings.MIGRATION_API_WAIT)
+    if not run_settled(run):
+        url = reverse("migrations_api:run-detail", args=[run.pk])
+        return 202, {"status": "queued", "run": run.pk, "url": url}
+    return recorded_answer(run)
+
+
 @api_endpoint(methods=("POST",), action="run", changes=True)
 def run(request: HttpRequest, api: ApiRequest):
-    body = api.json_body(allowed={"confirm"})
+    """Queue a run of the pending migrations for a worker and wait for its answer."""
+    body = api.json_body(allowed={"confirm", "wait"})
     api.require_confirm(body)
+    wait = _wait(body)
     target = api.target()
-    api.audited = True  # run_execute writes the audit row, whatever happens
-    outcome = run_execute(target_name=target.name, caller=api.caller, options=RunOptions())
-    return run_answer(outcome)
+    api.audited = True  # the worker records the run and its audit row, whatever happens
+    return _answer(run_start(target_name=target.name, caller=api.caller, plan_hash=""), wait)
+
+
+@api_endpoint(methods=("GET",), action="run_status")
+def run_detail(request: HttpRequest, api: ApiRequest, run_id: int):
+    """One run as a worker left it: state, attempts, steps, message."""
+    found = Run.objects.filter(pk=run_id).first() if run_id <= BIGINT_MAX else None
+    if found is None:
+        raise ApiError(404, "unknown run", f"there is no run #{run_id}")
+    return run_as_dict(run_close_if_dead(found))
 
 
 def _maintain(api: ApiRequest, action: str, field: str, meaning: str, *, options=()):
     """Rollback, baseline or repair: ``{"confirm": true, field: "<version>", ...options}``
-    to one recorded ``maintenance_execute``; errors as for run (400 bad body or version,
-    409 locked/refused, 500 failed)."""
-    body = api.json_body(allowed={"confirm", field, *options})
+    to one queued action, answered as a run is (400 bad body or version, 409
+    locked/refused, 500 failed, 202 still queued)."""
+    body = api.json_body(allowed={"confirm", "wait", field, *options})
     api.require_confirm(body)
+    wait = _wait(body)
     version = body.get(field)
     if isinstance(version, bool) or not isinstance(version, str | int):
         raise bad_request(f'"{field}" must be {meaning}, e.g. "003"')
+    if not VERSION.fullmatch(str(version).strip()):
+        # Refused here, not by the worker: the job's arguments hold only what can run.
+        shown = json.dumps(version)[:40]
+        raise bad_request(f'"{field}" must be {meaning}: digits, e.g. "003", got {shown}')
     flags = {}
     for option in options:
         value = body.get(option, False)
@@ -70,11 +114,15 @@ def _maintain(api: ApiRequest, action: str, field: str, meaning: str, *, options
             raise bad_request(f'"{option}" must be true or false, got {json.dumps(value)[:40]}')
         flags[option] = value
     target = api.target()
-    api.audited = True  # maintenance_execute writes the audit row, whatever happens
-    outcome = maintenance_execute(
-        action=action, target_name=target.name, version=str(version), caller=api.caller, **flags
+    api.audited = True  # the worker records the action and its audit row, whatever happens
+    queued = run_start(
+        target_name=target.name,
+        caller=api.caller,
+        plan_hash="",
+        action=action,
+        arguments={"version": str(version), **flags},
     )
-    return (500 if outcome.failure else 200), maintenance_result(action, outcome)
+    return _answer(queued, wait)
 
 
 @api_endpoint(methods=("POST",), action="rollback", changes=True)

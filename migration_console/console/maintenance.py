@@ -1,8 +1,8 @@
 """Console rollback, baseline and repair: review exactly what will change
 (``maintenance_plan``), then confirm by typing the database name and the version.
-The action runs like a console run: a queued Run row executed by a detached
-``migrate_sql <action> <version> [--mark-applied] --run-id N`` bound to the reviewed
-plan's hash. One pair of views serves the three actions; ``PAGES`` holds what differs.
+The action runs like a console run: a queued Run row (a job, ``services.jobs``)
+that a worker executes, bound to the reviewed plan's hash. One pair of views serves
+the three actions; ``PAGES`` holds what differs.
 """
 
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from migration_console.console.guards import (
 )
 from migration_console.core.models import AuditEvent
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
-from migration_console.core.services.launch import run_start
+from migration_console.core.services.jobs import run_start
 from migration_console.core.services.maintenance import (
     BASELINE,
     REPAIR,
@@ -191,7 +191,7 @@ def maintenance_review(request, name, action):
 @never_cache
 @require_POST
 def maintenance_confirm(request, name, action):
-    """Confirmed action: access, both typed confirmations, the exact plan, then launch."""
+    """Confirmed action: access, both typed confirmations, the exact plan, then queue it."""
     refused = guard_action(request, action=action, target=name)
     if refused is not None:
         return refused
@@ -243,7 +243,7 @@ def maintenance_confirm(request, name, action):
         plan_hash=plan.plan_hash,
         planned=[change.version for change in plan.changes],
         action=action,
-        action_args=[version, *(["--mark-applied"] if mark_applied else [])],
+        arguments={"version": version, "mark_applied": mark_applied},
     )
     response = redirect(reverse("console:run-progress", args=[run.pk]))
     response.status_code = 303

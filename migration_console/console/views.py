@@ -1,7 +1,8 @@
 """Console pages. Views only translate: requests to service calls, results to templates.
 
 Nothing here opens a cursor on a target; status comes from
-``services.status.target_status`` and runs start through ``services.launch``.
+``services.status.target_status`` and runs are queued for the workers through
+``services.jobs``.
 """
 
 import csv
@@ -19,7 +20,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import can_run
 from accounts.ip import client_ip
-from accounts.views import ratelimited
 from migration_console.console.charts import duration_chart
 from migration_console.console.guards import (
     admin_context,
@@ -27,16 +27,17 @@ from migration_console.console.guards import (
     audit_view_required,
     caller_of,
     guard_action,
-    login_rate_limited,
+    login_attempt,
     view_required,
 )
 from migration_console.core.formatting import STATE_MARKS, format_duration
 from migration_console.core.models import AuditEvent, Channel, Run
-from migration_console.core.services.discovery import discover
+from migration_console.core.services.control import holder_run
+from migration_console.core.services.discovery import discover_set
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
-from migration_console.core.services.launch import run_start
+from migration_console.core.services.jobs import run_start, runs_without_worker
 from migration_console.core.services.lint import lint_files
-from migration_console.core.services.runs import runs_reap_abandoned
+from migration_console.core.services.runs import run_close_if_dead, runs_reap_abandoned
 from migration_console.core.services.status import (
     DRIFTED,
     FAILED,
@@ -48,6 +49,7 @@ from migration_console.core.services.status import (
 from migration_console.core.services.targets import Target, target_get, target_names
 
 RUNS_SHOWN = 50
+PROBLEMS_REFUSE = "the migration files have problems (listed above); fix them first"
 CHART_ROWS = 60
 AUDIT_PAGE_SIZE = 50
 
@@ -139,11 +141,17 @@ def overview(request):
             entry["total"] = len(status.items)
             entry["pending"] = len(status.pending)
             entry["lock_holder"] = status.lock_holder
+            entry["problems"] = status.problems
         except MigrationConsoleError as exc:
             entry["error"] = exc.message
         entry["last_run"] = Run.objects.filter(target=name).first()
         targets.append(entry)
-    context = admin_context(request, title="Migration console", targets=targets)
+    context = admin_context(
+        request,
+        title="Migration console",
+        targets=targets,
+        runs_without_worker=runs_without_worker(),
+    )
     return render(request, "console/overview.html", context)
 
 
@@ -160,8 +168,14 @@ def target_detail(request, name):
         context["error"] = exc.message
         return render(request, "console/status.html", context)
     may_run, run_reason = _run_permission(request)
+    may_unlock = may_run  # a stuck lock can be broken whatever the files say
+    if status.problems:
+        may_run, run_reason = False, PROBLEMS_REFUSE
     context.update(
+        may_unlock=may_unlock,
+        lock_run=holder_run(status.lock_holder),
         status=status,
+        problems=status.problems,
         rows=[_item_row(item) for item in status.items],
         counts=[(state, n) for state, n in status.counts().items() if n],
         pending_count=len(status.pending),
@@ -196,7 +210,10 @@ def _plan_context(request, target: Target, status: TargetStatus | None, **extra)
             blockers=_blockers(status),
             has_out_of_order=bool(status.with_state(OUT_OF_ORDER)),
             has_drift=bool(status.with_state(DRIFTED, MISSING)),
+            problems=status.problems,
         )
+        if status.problems:  # no confirmation: the runner would refuse the set
+            context.update(may_run=False, run_reason=PROBLEMS_REFUSE)
     return context
 
 
@@ -216,7 +233,7 @@ def target_plan(request, name):
 @never_cache
 @require_POST
 def target_run(request, name):
-    """Confirmed run: check access, confirmation and the exact plan, then launch."""
+    """Confirmed run: check access, confirmation and the exact plan, then queue it."""
     refused = guard_action(request, action="run", target=name)
     if refused is not None:
         return refused
@@ -231,6 +248,9 @@ def target_run(request, name):
         status = target_status(target)
     except MigrationConsoleError as exc:
         return refuse(None, exc.message, 503, AuditEvent.Outcome.ERROR)
+    if status.problems:
+        first = status.problems[0]
+        return refuse(status, f"{first.file}: {first.message}; nothing was run.", 409)
 
     posted_hash = request.POST.get("plan_hash", "")
     typed = request.POST.get("confirm_database", "").strip()
@@ -252,17 +272,15 @@ def target_run(request, name):
             409,
             AuditEvent.Outcome.LOCKED,
         )
-    action_args = []
-    if request.POST.get("allow_out_of_order"):
-        action_args.append("--allow-out-of-order")
-    if request.POST.get("allow_drift"):
-        action_args.append("--allow-drift")
     run = run_start(
         target_name=target.name,
         caller=caller_of(request),
         plan_hash=status.plan_hash,
         planned=[item.version for item in status.pending],
-        action_args=action_args,
+        arguments={
+            "allow_out_of_order": bool(request.POST.get("allow_out_of_order")),
+            "allow_drift": bool(request.POST.get("allow_drift")),
+        },
     )
     response = redirect(reverse("console:run-progress", args=[run.pk]))
     response.status_code = 303  # See Other: the progress page is fetched with GET
@@ -272,7 +290,8 @@ def target_run(request, name):
 # --- run progress ----------------------------------------------------------------------
 def _filenames(run: Run) -> dict[str, str]:
     try:
-        return {m.version: m.filename for m in discover(target_get(run.target).path)}
+        files = discover_set(target_get(run.target).path).files  # a read: never refused
+        return {m.version: m.filename for m in files}
     except MigrationConsoleError:
         return {}
 
@@ -331,6 +350,7 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
         "created_at": _when(run.created_at),
         "started_at": _when(run.started_at),
         "finished_at": _when(run.finished_at),
+        "attempts": run.attempts,
         "duration": format_duration(_duration_ns(run.started_at, run.finished_at)),
     }
 
@@ -338,7 +358,7 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
 @require_GET
 @view_required
 def run_progress(request, run_id):
-    run = get_object_or_404(Run, pk=run_id)
+    run = run_close_if_dead(get_object_or_404(Run, pk=run_id))
     data = run_progress_data(run)
     context = admin_context(
         request,
@@ -346,6 +366,8 @@ def run_progress(request, run_id):
         run=run,
         data=data,
         poll_url=reverse("console:run-progress-json", args=[run.pk]),
+        may_cancel=not run.finished and _run_permission(request)[0],
+        no_worker=bool(runs_without_worker(run)),
     )
     return render(request, "console/progress.html", context)
 
@@ -353,7 +375,7 @@ def run_progress(request, run_id):
 @require_GET
 @view_required
 def run_progress_json(request, run_id):
-    run = get_object_or_404(Run, pk=run_id)
+    run = run_close_if_dead(get_object_or_404(Run, pk=run_id))
     return JsonResponse(run_progress_data(run))
 
 
@@ -373,6 +395,7 @@ def target_history(request, name):
         newest_first = sorted(recorded, key=lambda item: item.applied_at, reverse=True)
         charted = sorted(newest_first[:CHART_ROWS], key=lambda item: item.applied_at)
         context.update(
+            problems=status.problems,
             applied=[_item_row(item) for item in newest_first],
             chart=duration_chart(
                 [(f"{i.version}_{i.name}", i.duration_ns or 0, i.row.status) for i in charted]
@@ -499,14 +522,6 @@ def audit_export(request):
 # --- login (rate limited) --------------------------------------------------------------------
 @never_cache
 def login(request, **kwargs):
-    """The admin login, with POSTs counted per client IP and answered 429 over the limit."""
-    if request.method == "POST" and login_rate_limited(request):
-        audit_attempt(
-            request,
-            action="login",
-            outcome=AuditEvent.Outcome.RATE_LIMITED,
-            message="too many login attempts",
-            actor=(request.POST.get("username") or "anonymous")[:150],
-        )
-        return ratelimited(request)
-    return admin.site.login(request, **kwargs)
+    """The admin login, with POSTs counted per client IP and answered 429 over the
+    limit, and every refused attempt audited (guards.login_attempt)."""
+    return login_attempt(request, admin.site.login, **kwargs)

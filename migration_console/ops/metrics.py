@@ -8,6 +8,8 @@ the same truth and nothing is kept in process memory. Each scrape builds its own
 
 import logging
 
+from django.db import DatabaseError
+from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -18,6 +20,7 @@ from accounts.ip import client_ip, ip_allowed
 from migration_console.core.models import AuditEvent, Channel
 from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
+from migration_console.core.services.jobs import queued_runs, workers_live
 from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get, target_names
 
@@ -27,11 +30,13 @@ DURATION = "migration_console_migration_duration_seconds"
 TOTAL = "migration_console_migrations_total"
 PENDING = "migration_console_pending_migrations"
 LOCK_HELD = "migration_console_lock_held"
-SERIES = (DURATION, TOTAL, PENDING, LOCK_HELD)
+WORKERS = "migration_console_workers"
+QUEUED_RUNS = "migration_console_queued_runs"
+SERIES = (DURATION, TOTAL, PENDING, LOCK_HELD, WORKERS, QUEUED_RUNS)
 
 
 class TargetCollector:
-    """Yields SPEC's four series for every configured target.
+    """Yields SPEC's four series of every configured target.
 
     ``migrations_total`` counts migrations per state (it can go down after a
     rollback), so it is exposed as a gauge under SPEC's name. A target that cannot
@@ -81,9 +86,33 @@ class TargetCollector:
         yield lock_held
 
 
+class WorkerCollector:
+    """Live workers and the runs waiting for one, from the console database's job
+    tables; left out of a scrape (and logged) when the console database is away."""
+
+    def collect(self):
+        workers = GaugeMetricFamily(
+            WORKERS, "Migration workers with a recent heartbeat (manage.py migration_worker)."
+        )
+        queued = GaugeMetricFamily(
+            QUEUED_RUNS, "Runs queued for a worker and not started yet.", labels=["database"]
+        )
+        try:
+            workers.add_metric([], workers_live())
+            waiting = dict(queued_runs().values_list("target").annotate(n=Count("id")).order_by())
+        except DatabaseError as exc:
+            logger.warning("metrics: cannot read the job queue: %s", exc)
+            return
+        for name in sorted(set(target_names()) | set(waiting)):
+            queued.add_metric([name], waiting.get(name, 0))
+        yield workers
+        yield queued
+
+
 def metrics_text() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TargetCollector())
+    registry.register(WorkerCollector())
     return generate_latest(registry)
 
 

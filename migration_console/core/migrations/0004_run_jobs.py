@@ -4,40 +4,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0003_audit_no_truncate'),
+        ("core", "0003_audit_no_truncate"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='arguments',
+            model_name="run",
+            name="arguments",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='run',
-            name='attempts',
+            model_name="run",
+            name="attempts",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='run',
-            name='cancel_requested_by',
+            model_name="run",
+            name="cancel_requested_by",
             field=models.CharField(blank=True, max_length=150),
         ),
         migrations.AddField(
-            model_name='run',
-            name='job_id',
+            model_name="run",
+            name="job_id",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='auditevent',
-            name='outcome',
-            field=models.CharField(choices=[('success', 'Success'), ('up_to_date', 'Up To Date'), ('failed', 'Failed'), ('denied', 'Denied'), ('rate_limited', 'Rate Limited'), ('refused', 'Refused'), ('locked', 'Locked'), ('error', 'Error'), ('started', 'Started'), ('viewed', 'Viewed'), ('cancelled', 'Cancelled')], db_index=True, max_length=16),
+            model_name="auditevent",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("success", "Success"),
+                    ("up_to_date", "Up To Date"),
+                    ("failed", "Failed"),
+                    ("denied", "Denied"),
+                    ("rate_limited", "Rate Limited"),
+                    ("refused", "Refused"),
+                    ("locked", "Locked"),
+                    ("error", "Error"),
+                    ("started", "Started"),
+                    ("viewed", "Viewed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                db_index=True,
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='run',
-            name='state',
-            field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('success', 'Success'), ('up_to_date', 'Up To Date'), ('failed', 'Failed'), ('refused', 'Refused'), ('locked', 'Locked'), ('error', 'Error'), ('cancelled', 'Cancelled')], default='queued', max_length=16),
+            model_name="run",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("success", "Success"),
+                    ("up_to_date", "Up To Date"),
+                    ("failed", "Failed"),
+                    ("refused", "Refused"),
+                    ("locked", "Locked"),
+                    ("error", "Error"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="queued",
+                max_length=16,
+            ),
         ),
     ]

@@ -127,6 +127,14 @@ def _live_run_ids(session) -> set[int]:
     return ids
 
 
+def _jobs_in_hand():
+    """Jobs waiting for a worker or held by one: their runs are the workers' (a dead
+    worker's job is handed to another by core/tasks.py), never closed here."""
+    from procrastinate.contrib.django.models import ProcrastinateJob
+
+    return ProcrastinateJob.objects.filter(status__in=("todo", "doing")).values("id")
+
+
 def runs_reap_abandoned(
     *, target: Target, older_than: float = ABANDONED_AFTER_SECONDS, run_id: int | None = None
 ) -> int:
@@ -138,7 +146,7 @@ def runs_reap_abandoned(
     cutoff = timezone.now() - timedelta(seconds=older_than)
     candidates = Run.objects.filter(
         target=target.name, state__in=OPEN_STATES, created_at__lt=cutoff
-    )
+    ).exclude(job_id__in=_jobs_in_hand())
     if run_id is not None:
         candidates = candidates.filter(pk=run_id)
     candidates = list(candidates)

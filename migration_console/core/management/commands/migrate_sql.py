@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from migration_console.core.formatting import STATE_MARKS, format_duration, run_answer
+from migration_console.core.management import cancel_unlock
 from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import (
     EXIT_BAD_INPUT,
@@ -24,8 +25,20 @@ from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get
 from migration_console.targets import DEFAULT_TARGET
 
-ACTIONS = ("run", "status", "history", "check", "plan", "rollback", "baseline", "repair")
+ACTIONS = (
+    "run",
+    "status",
+    "history",
+    "check",
+    "plan",
+    "rollback",
+    "baseline",
+    "repair",
+    "cancel",
+    "unlock",
+)
 MAINTENANCE_ACTIONS = ("rollback", "baseline", "repair")
+POSITIONAL_ACTIONS = (*MAINTENANCE_ACTIONS, "cancel")  # the version positional: a run id
 RULE = "=" * 72
 
 
@@ -52,6 +65,8 @@ class ConsoleOutput(RunObserver):
         style = self.command.style
         if step.status == "completed":
             self.command.say(style.SUCCESS(f" OK ({format_duration(step.duration_ns)})"))
+        elif step.status == "cancelled":
+            self.command.say(style.WARNING(f" CANCELLED, rolled back ({step.error})"))
         else:
             self.command.say(style.ERROR(f" FAILED ({format_duration(step.duration_ns)})"))
             for line in (step.error or "").splitlines():
@@ -81,7 +96,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("action", nargs="?", default="run", choices=ACTIONS)
         parser.add_argument(
-            "version", nargs="?", help="rollback/baseline/repair: the migration version"
+            "version",
+            nargs="?",
+            help="rollback/baseline/repair: the migration version; cancel: the run id",
         )
         parser.add_argument(
             "--status",
@@ -148,7 +165,9 @@ class Command(BaseCommand):
             help="repair: record a failed migration as completed (fixed by hand)",
         )
         parser.add_argument(
-            "--run-id", type=int, help="execute a run queued by the console (internal)"
+            "--force",
+            action="store_true",
+            help="unlock: terminate the holder even when it is a live run of this console",
         )
 
     # --- output helpers -----------------------------------------------------
@@ -212,7 +231,7 @@ class Command(BaseCommand):
         self.verbosity = options["verbosity"]
         self.as_json = options["as_json"]
         action = options["status_flag"] or options["action"]
-        if options["version"] and action not in MAINTENANCE_ACTIONS:
+        if options["version"] and action not in POSITIONAL_ACTIONS:
             raise CommandError(
                 f"unexpected argument {options['version']!r} for {action}",
                 returncode=EXIT_BAD_INPUT,
@@ -363,12 +382,8 @@ class Command(BaseCommand):
             backup_dir=options["backup_dir"],
             strict_lint=options["strict_lint"],
         )
-        caller, run = Caller.cli(), None
-        if options["run_id"]:
-            run = self.claim_console_run(options["run_id"], target)
-            caller = Caller.of_run(run)
-            run_options.expected_plan_hash = run.plan_hash or None
-        elif not options["yes"]:
+        caller = Caller.cli()
+        if not options["yes"]:
             status = target_status(target)
             status.refuse_problems()
             self.banner(target, "run")
@@ -396,16 +411,23 @@ class Command(BaseCommand):
             options=run_options,
             observer=ConsoleOutput(self),
             path=options["path"],
-            run=run,
         )
         failure = outcome.failure
         if self.as_json:
             _, data = run_answer(outcome)
+            if outcome.status == "cancelled":
+                data = {**data, "status": "cancelled", "message": outcome.stopped}
+                data.pop("error", None)
             if outcome.backup_file:
                 data["backup_file"] = outcome.backup_file
             self.emit_json(data)
         if outcome.backup_file:
             self.say(f" Backup before the run: {outcome.backup_file}")
+        if outcome.status == "cancelled":  # the plan did not complete: not a success
+            applied = ", ".join(step.version for step in outcome.applied) or "none"
+            raise CommandError(
+                f"run {outcome.stopped}; applied before it: {applied}", returncode=EXIT_FAILED
+            )
         if failure:
             raise CommandError(
                 f"{failure.version}_{failure.name} failed: {failure.error}",
@@ -433,6 +455,12 @@ class Command(BaseCommand):
             style = self.style.ERROR if finding.level == "error" else self.style.WARNING
             self.say(style(f"-- lint {finding.describe()}"))
 
+    def handle_cancel(self, target, options):
+        cancel_unlock.cancel(self, options)
+
+    def handle_unlock(self, target, options):
+        cancel_unlock.unlock(self, target, options)
+
     def handle_rollback(self, target, options):
         self.handle_maintenance("rollback", target, options)
 
@@ -457,16 +485,8 @@ class Command(BaseCommand):
             )
         if options["mark_applied"] and action != "repair":
             raise CommandError("--mark-applied belongs to repair", returncode=EXIT_BAD_INPUT)
-        caller, run, expected = Caller.cli(), None, None
-        if options["run_id"]:
-            run = self.claim_console_run(options["run_id"], target)
-            caller = Caller.of_run(run)
-            if run.action != action:
-                raise CommandError(
-                    f"run {run.pk} is a {run.action}, not a {action}", returncode=EXIT_BAD_INPUT
-                )
-            expected = run.plan_hash or None
-        elif not options["yes"]:
+        caller, expected = Caller.cli(), None
+        if not options["yes"]:
             plan = maintenance_preview(
                 action=action,
                 target_name=target.name,
@@ -502,7 +522,6 @@ class Command(BaseCommand):
             expected_plan_hash=expected,
             observer=MaintenanceOutput(self, action),
             path=options["path"],
-            run=run,
         )
         failure = outcome.failure
         if self.as_json:
@@ -511,16 +530,3 @@ class Command(BaseCommand):
             raise CommandError(outcome.message, returncode=EXIT_FAILED)
         self.say(RULE)
         self.say(self.style.SUCCESS(f" {outcome.message[:1].upper()}{outcome.message[1:]}."))
-
-    def claim_console_run(self, run_id: int, target):
-        """Claim the queued console run ``run_id`` of ``target`` (queued -> running)."""
-        from migration_console.core.models import Run
-
-        updated = Run.objects.filter(pk=run_id, state=Run.State.QUEUED, target=target.name).update(
-            state=Run.State.RUNNING
-        )
-        if not updated:
-            raise CommandError(
-                f"run {run_id} is not a queued run of {target.name}", returncode=EXIT_BAD_INPUT
-            )
-        return Run.objects.select_related("user").get(pk=run_id)
