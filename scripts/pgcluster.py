@@ -116,20 +116,7 @@ class Cluster:
             conf.write(f"port = {self.port}\n")
 
     def start(self) -> None:
-        _as_postgres(
-            [
-                pg_bin("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.directory / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        self.pg_ctl("start")
 
     def pg_ctl(self, *args: str) -> None:
         """``pg_ctl <args>`` on this cluster (e.g. ``"restart", "-m", "fast"``), waiting."""

@@ -27,7 +27,7 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture
-def console_env(cli_env, start_worker, monkeypatch, settings, tmp_path):
+def console_env(cli_env, start_worker, monkeypatch, settings):
     """A live worker for this test's databases; spawned processes inherit os.environ."""
     for key in ("DATABASE_URL", "DB_DSN", "MIGRATIONS_PATH", "MIGRATION_LOCK_WAIT"):
         monkeypatch.setenv(key, cli_env[key])
