@@ -11,7 +11,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from migration_console.env import env_bool, env_float, env_list, env_networks, env_str
+from migration_console.env import (
+    env_bool,
+    env_duration,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_str,
+)
 from migration_console.targets import django_database, load_targets
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -129,7 +137,11 @@ LOGIN_URL = "admin:login"
 
 # --- Migration engine -------------------------------------------------------
 MIGRATION_LOCK_WAIT = env_float("MIGRATION_LOCK_WAIT", 30.0)
-MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "5s")
+# lock_timeout of each attempt of a migration; a transactional file that times out
+# waiting for a table lock is rolled back and tried again (GitLab's with_lock_retries).
+MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "1s")
+MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 10, maximum=100)
+MIGRATION_LOCK_RETRY_MAX_WAIT = env_duration("MIGRATION_LOCK_RETRY_MAX_WAIT", "60s")
 MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
 # How long a run keeps retrying its Run and audit rows while the console DB is away.
 MIGRATION_RECORD_RETRY_SECONDS = env_float("MIGRATION_RECORD_RETRY_SECONDS", 60.0)

@@ -38,6 +38,7 @@ def runner_pids(dsn: str) -> list[int]:
             " AND application_name LIKE 'migration-console%%'"
             " AND application_name NOT LIKE 'migration-console status%%'"
             " AND application_name NOT LIKE 'migration-console check%%'"
+            " AND application_name NOT LIKE 'migration-console blockers%%'"
             " ORDER BY backend_start"
         ).fetchall()
     return [row[0] for row in rows]

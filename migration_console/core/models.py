@@ -80,6 +80,9 @@ class Run(models.Model):
     job_id = models.BigIntegerField(null=True, blank=True)  # its procrastinate job
     attempts = models.PositiveIntegerField(default=0)  # executions started (a retry adds one)
     cancel_requested_by = models.CharField(max_length=150, blank=True)
+    # The current file's wait for a table lock (attempt, blockers), kept after a file
+    # that ran out of attempts; null otherwise.
+    lock_wait = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

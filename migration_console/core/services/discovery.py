@@ -20,8 +20,14 @@ import hashlib
 import itertools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from migration_console.core.services.directives import (
+    EffectiveSettings,
+    FileDirectives,
+    effective_settings,
+    parse_directives,
+)
 from migration_console.core.services.dirwatch import DirectoryWatch
 from migration_console.core.services.errors import MigrationSetError
 from migration_console.core.services.sqlsplit import transaction_control
@@ -40,6 +46,22 @@ class MigrationFile:
     checksum: str
     no_transaction: bool
     down_path: str | None = None
+    directives: FileDirectives = field(default_factory=FileDirectives)
+
+    @property
+    def settings(self) -> EffectiveSettings:
+        """What this file runs with: its directives over the settings' defaults."""
+        return effective_settings(self.directives)
+
+    @property
+    def exclusive_locks(self) -> list:
+        """Tables this file locks ACCESS EXCLUSIVE (a hint for the plan)."""
+        from migration_console.core.services.sqlsplit import access_exclusive_locks
+
+        found = _exclusive_cache.get(self.checksum)
+        if found is None:
+            found = _exclusive_cache[self.checksum] = access_exclusive_locks(self.sql)
+        return found
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -81,10 +103,11 @@ class MigrationSet:
 class _ParsedFile:
     sql: str
     checksum: str
-    no_transaction: bool
+    directives: FileDirectives
 
 
 _cache: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
+_exclusive_cache: dict[str, list] = {}
 
 
 def version_key(version: str) -> tuple[int, str]:
@@ -114,9 +137,8 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         # libpq sends a query as a C string: the server would never see what follows.
         line = sql.count("\n", 0, sql.index("\x00")) + 1
         raise MigrationSetError(filename, f"NUL character on line {line}")
-    first_line = sql.partition("\n")[0].strip()
-    no_transaction = first_line == NO_TRANSACTION_DIRECTIVE
-    if not no_transaction:
+    directives = parse_directives(sql, filename)
+    if not directives.no_transaction:
         found = transaction_control(sql)
         if found:
             keyword, line = found
@@ -129,7 +151,7 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
     parsed = _ParsedFile(
         sql=sql,
         checksum=hashlib.sha256(normalised).hexdigest(),
-        no_transaction=no_transaction,
+        directives=directives,
     )
     _cache[path] = (signature, parsed)
     return parsed
@@ -278,7 +300,8 @@ def _discover_entries(
                 path=path,
                 sql=parsed.sql,
                 checksum=parsed.checksum,
-                no_transaction=parsed.no_transaction,
+                no_transaction=parsed.directives.no_transaction,
+                directives=parsed.directives,
                 down_path=None if f"down {version}" in ambiguous else downs.get(version),
             )
         )

@@ -7,8 +7,6 @@ own error (``ScriptFailed``, with its line), the session lost under it
 it), or the tracking row recorded meanwhile by another runner (``RecordedMeanwhile``).
 """
 
-from django.conf import settings
-
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.sqlsplit import statement_spans
 from migration_console.core.services.tracking import is_duplicate_record
@@ -40,21 +38,22 @@ def _error_text(
     return text
 
 
-_prefixes: dict[str, str] = {}
+_prefixes: dict[tuple[str, str | None], str] = {}
 
 
-def _transaction_prefix(conn) -> str:
-    """``BEGIN; SET LOCAL lock_timeout = '5s';``, composed once per setting value."""
-    timeout = settings.MIGRATION_LOCK_TIMEOUT
-    prefix = _prefixes.get(timeout)
+def _transaction_prefix(conn, script: MigrationFile) -> str:
+    """``BEGIN; SET LOCAL lock_timeout = '1s';`` (and the file's statement_timeout),
+    composed once per pair of values."""
+    effective = script.settings
+    key = (effective.lock_timeout, effective.statement_timeout)
+    prefix = _prefixes.get(key)
     if prefix is None:
         from psycopg import sql
 
-        prefix = _prefixes[timeout] = (
-            sql.SQL("BEGIN; SET LOCAL lock_timeout = {};\n")
-            .format(sql.Literal(timeout))
-            .as_string(conn)
-        )
+        parts = [sql.SQL("BEGIN; SET LOCAL lock_timeout = {};").format(sql.Literal(key[0]))]
+        if key[1] is not None:
+            parts.append(sql.SQL(" SET LOCAL statement_timeout = {};").format(sql.Literal(key[1])))
+        prefix = _prefixes[key] = sql.Composed([*parts, sql.SQL("\n")]).as_string(conn)
     return prefix
 
 
@@ -85,7 +84,7 @@ def cause_of(exc: BaseException) -> str:
 def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
     """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
     sent as one query string: one round trip, applied entirely or not at all."""
-    prefix = _transaction_prefix(conn)
+    prefix = _transaction_prefix(conn, script)
     # The newline ends a trailing "--" comment in the file before our statements.
     query = f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
     try:
@@ -109,13 +108,20 @@ def execute_statements(conn, script: MigrationFile) -> None:
     a multi-statement string as one implicit transaction, which CONCURRENTLY refuses)."""
     from psycopg import sql
 
-    conn.execute(
-        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.MIGRATION_LOCK_TIMEOUT))
-    )
-    for start, end in statement_spans(script.sql):
-        try:
-            conn.execute(script.sql[start:end].encode())
-        except Exception as exc:
-            if session_gone(conn):
-                raise SessionLost(cause_of(exc)) from exc
-            raise ScriptFailed(_error_text(exc, script, -start, statement_start=start)) from exc
+    effective = script.settings
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(effective.lock_timeout)))
+    if effective.statement_timeout is not None:
+        timeout = sql.Literal(effective.statement_timeout)
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(timeout))
+    try:
+        for start, end in statement_spans(script.sql):
+            try:
+                conn.execute(script.sql[start:end].encode())
+            except Exception as exc:
+                if session_gone(conn):
+                    raise SessionLost(cause_of(exc)) from exc
+                raise ScriptFailed(_error_text(exc, script, -start, statement_start=start)) from exc
+    finally:
+        # The session runs further files (and its tracking writes) after this one.
+        if effective.statement_timeout is not None and not session_gone(conn):
+            conn.execute("RESET statement_timeout")

@@ -202,7 +202,7 @@ def recorded_answer(run: Run) -> tuple[int, dict]:
 
 # SPEC's run states: a refusal or a lock not acquired is an ``error`` with its message.
 API_STATES = {Run.State.REFUSED: "error", Run.State.LOCKED: "error"}
-STEP_FIELDS = ("version", "name", "status", "duration", "error")
+STEP_FIELDS = ("version", "name", "status", "duration", "error", "attempts")
 
 
 def _when(moment) -> str | None:
@@ -223,7 +223,7 @@ def run_as_dict(run: Run) -> dict:
         "finished_at": _when(run.finished_at),
         "attempts": run.attempts,
         "steps": [{name: step.get(name) for name in STEP_FIELDS} for step in run.steps],
-        "blockers": [],
+        "blockers": (run.lock_wait or {}).get("blockers", []),
         "message": run.message,
     }
 

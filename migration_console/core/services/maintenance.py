@@ -29,11 +29,8 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from migration_console.core.services.caller import Caller
-from migration_console.core.services.discovery import (
-    NO_TRANSACTION_DIRECTIVE,
-    MigrationFile,
-    discover,
-)
+from migration_console.core.services.directives import parse_directives
+from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import (
     InvalidRequest,
     MigrationConsoleError,
@@ -186,6 +183,7 @@ def _read_down(path: str, version: str, name: str) -> MigrationFile:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise MigrationSetError(filename, "empty file")
+    directives = parse_directives(text, filename)
     return MigrationFile(
         version=version,
         name=name,
@@ -193,7 +191,8 @@ def _read_down(path: str, version: str, name: str) -> MigrationFile:
         path=path,
         sql=text,
         checksum=hashlib.sha256(normalised).hexdigest(),
-        no_transaction=text.split("\n", 1)[0].strip() == NO_TRANSACTION_DIRECTIVE,
+        no_transaction=directives.no_transaction,
+        directives=directives,
     )
 
 

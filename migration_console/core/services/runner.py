@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from migration_console.core.services.backup import backup_create
+from migration_console.core.services.blockers import BlockerWatch
 from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import ConfigurationError, RunRefused
 from migration_console.core.services.execute import (
@@ -37,6 +38,13 @@ from migration_console.core.services.execute import (
     session_gone,
 )
 from migration_console.core.services.lint import refuse_lint_errors
+from migration_console.core.services.lock_retry import (
+    LockWait,
+    exhausted_message,
+    lock_timed_out,
+    retry_wait,
+    wait_unless_stopped,
+)
 from migration_console.core.services.locking import lock_acquire, lock_release
 from migration_console.core.services.status import (
     DRIFTED,
@@ -56,6 +64,7 @@ from migration_console.core.services.tracking import (
     tracking_record_started,
     tracking_rows,
 )
+from migration_console.env import duration_seconds
 
 SUCCESS = "success"
 UP_TO_DATE = "up_to_date"
@@ -73,6 +82,7 @@ class StepResult:
     status: str  # completed | failed
     duration_ns: int
     error: str | None = None
+    attempts: int = 1  # more than 1 after lock-timeout retries
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +91,7 @@ class StepResult:
             "status": self.status,
             "duration": self.duration_ns,
             "error": self.error,
+            "attempts": self.attempts,
         }
 
 
@@ -130,6 +141,9 @@ class RunObserver:
 
     def backup_created(self, path: str) -> None:
         pass
+
+    def lock_waiting(self, wait: LockWait) -> None:
+        """A file waits for a table lock, or timed out and will be tried again."""
 
     def stop_requested(self, *, certain: bool = False) -> str | None:
         """Asked before each file: a reason (a cancel, a worker shutting down) makes
@@ -302,6 +316,7 @@ def apply_plan(
     *,
     applied_by: str,
     observer: RunObserver,
+    watch: BlockerWatch,
     retried: frozenset[str] = frozenset(),
 ) -> tuple[list[StepResult], str]:
     """Apply ``plan`` in order, stopping at the first failure or when the observer asks
@@ -314,7 +329,7 @@ def apply_plan(
             return steps, stop
         observer.migration_started(migration)
         step, stop = _apply_one(
-            conn, target, migration, applied_by, observer, migration.version in retried
+            conn, target, migration, applied_by, observer, watch, migration.version in retried
         )
         steps.append(step)
         observer.migration_finished(step)
@@ -337,23 +352,64 @@ def _apply_one(
     migration: MigrationFile,
     applied_by: str,
     observer: RunObserver,
+    watch: BlockerWatch,
     retry: bool,
 ) -> tuple[StepResult, str]:
     """Apply one file: its step (an ``error`` on a completed step means the run must
     stop anyway) and the stop reason, if a stop was requested."""
     started = time.perf_counter_ns()
     started_at = datetime.now(UTC)
+    effective = migration.settings
+    attempts_allowed = 1 + effective.lock_retries
+    attempt = 0
 
     def step(status: str, error: str | None = None) -> StepResult:
         return StepResult(
-            migration.version, migration.name, status, time.perf_counter_ns() - started, error
+            migration.version,
+            migration.name,
+            status,
+            time.perf_counter_ns() - started,
+            error,
+            max(attempt, 1),
+        )
+
+    def report(blockers) -> None:
+        observer.lock_waiting(
+            LockWait(migration.version, migration.filename, attempt, attempts_allowed, blockers)
         )
 
     try:
-        if migration.no_transaction:
-            _apply_without_transaction(conn, target, migration, applied_by, started)
-        else:
-            _apply_transactional(conn, target, migration, applied_by, retry)
+        while True:
+            attempt += 1
+            try:
+                with watch.watching(duration_seconds(effective.lock_timeout), report):
+                    if migration.no_transaction:
+                        _apply_without_transaction(conn, target, migration, applied_by, started)
+                    else:
+                        _apply_transactional(conn, target, migration, applied_by, retry)
+                break
+            except ScriptFailed as failure:
+                if not lock_timed_out(failure):
+                    raise
+                if attempt >= attempts_allowed:
+                    raise ScriptFailed(
+                        exhausted_message(failure, attempt, effective.lock_timeout, watch.latest)
+                    ) from failure.__cause__
+                # Rolled back whole: wait, then try the file again.
+                pause = retry_wait(attempt)
+                observer.lock_waiting(
+                    LockWait(
+                        migration.version,
+                        migration.filename,
+                        attempt,
+                        attempts_allowed,
+                        watch.latest,
+                        next_attempt_in_seconds=pause,
+                    )
+                )
+                stop = wait_unless_stopped(pause, observer.stop_requested)
+                if stop:
+                    return step(CANCELLED, stop), stop
     except ScriptFailed as failure:
         stop = observer.stop_requested(certain=True) if _cancelled(failure) else None
         if stop and not migration.no_transaction:
@@ -435,14 +491,19 @@ def migrations_apply(
             backup_file = backup_create(target, backup_dir)
             observer.backup_created(backup_file)
         tracking_ensure(conn, target.schema)
-        steps, stopped = apply_plan(
-            conn,
-            target,
-            plan,
-            applied_by=actor,
-            observer=observer,
-            retried=frozenset(item.version for item in status.with_state(FAILED)),
-        )
+        watch = BlockerWatch(target, conn.info.backend_pid)
+        try:
+            steps, stopped = apply_plan(
+                conn,
+                target,
+                plan,
+                applied_by=actor,
+                observer=observer,
+                watch=watch,
+                retried=frozenset(item.version for item in status.with_state(FAILED)),
+            )
+        finally:
+            watch.close()
     outcome = RunOutcome(
         status=SUCCESS,
         target=target.name,

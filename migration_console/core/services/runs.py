@@ -91,6 +91,7 @@ class RunProgress(RunObserver):
     def migration_started(self, migration: MigrationFile) -> None:
         with self._lock:
             self.run.current_version = migration.version
+            self.run.lock_wait = None
             self._dirty = True
         self.inner.migration_started(migration)
 
@@ -98,6 +99,8 @@ class RunProgress(RunObserver):
         with self._lock:
             self.run.steps.append(step.as_dict())
             self.run.current_version = ""
+            if step.status == "completed":
+                self.run.lock_wait = None
             self._dirty = True
         self.inner.migration_finished(step)
 
@@ -108,6 +111,12 @@ class RunProgress(RunObserver):
         # Recorded at once: the run may still fail or be killed after it.
         self.flush()
         self.inner.backup_created(path)
+
+    def lock_waiting(self, wait) -> None:
+        with self._lock:
+            self.run.lock_wait = wait.as_dict()
+            self._dirty = True
+        self.inner.lock_waiting(wait)
 
     def stop_requested(self, *, certain: bool = False) -> str | None:
         reason = self.inner.stop_requested(certain=certain)
@@ -142,6 +151,7 @@ class RunProgress(RunObserver):
                 "steps": list(self.run.steps),
                 "current_version": self.run.current_version,
                 "backup_file": self.run.backup_file,
+                "lock_wait": self.run.lock_wait,
             }
             self._dirty = False
         try:

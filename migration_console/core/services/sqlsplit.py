@@ -134,3 +134,88 @@ def _after_empty_statements(sql: str, start: int, first_token: int) -> int:
         return start
     semicolons = [token.end for token in scan(gap) if token.name == "ASCII_59"]
     return start + semicolons[-1] + 1 if semicolons else start
+
+
+# ALTER TABLE subcommands that take a lock weaker than ACCESS EXCLUSIVE (PostgreSQL's
+# ALTER TABLE reference); every other one blocks all reads and writes of the table.
+_LIGHTER_ALTER = {
+    "AT_ValidateConstraint",
+    "AT_SetStatistics",
+    "AT_SetOptions",
+    "AT_ResetOptions",
+    "AT_ClusterOn",
+    "AT_DropCluster",
+    "AT_AttachPartition",
+    "AT_DetachPartitionFinalize",
+    "AT_AddForeignKey",
+}
+_EXCLUSIVE_DROPS = {"OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_INDEX", "OBJECT_VIEW"}
+ACCESS_EXCLUSIVE_MODE = 8  # LockStmt's mode number
+
+
+class ExclusiveLock(NamedTuple):
+    table: str
+    statement: str  # e.g. "ALTER TABLE"
+    line: int
+
+
+def _relation_name(relation: dict) -> str:
+    return ".".join(p for p in (relation.get("schemaname"), relation.get("relname")) if p)
+
+
+def _alter_subtype(command: dict) -> str:
+    subtype = command.get("subtype", "")
+    constraint = command.get("def", {}).get("Constraint", {})
+    if subtype == "AT_AddConstraint" and constraint.get("contype") == "CONSTR_FOREIGN":
+        return "AT_AddForeignKey"  # SHARE ROW EXCLUSIVE on both tables
+    return subtype
+
+
+def _exclusive_tables(node: dict) -> tuple[str, list[str]]:
+    """(statement words, tables it locks ACCESS EXCLUSIVE) of one parse tree node."""
+    kind, body = next(iter(node.items()))
+    if kind == "AlterTableStmt" and body.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
+        subtypes = {_alter_subtype(cmd.get("AlterTableCmd", {})) for cmd in body.get("cmds", [])}
+        if subtypes - _LIGHTER_ALTER:
+            return "ALTER TABLE", [_relation_name(body["relation"])]
+    elif kind == "RenameStmt" and "relation" in body:
+        return "ALTER … RENAME", [_relation_name(body["relation"])]
+    elif kind == "DropStmt" and body.get("removeType") in _EXCLUSIVE_DROPS:
+        if not body.get("concurrent"):
+            names = [
+                ".".join(s["String"]["sval"] for s in item["List"]["items"])
+                for item in body.get("objects", [])
+                if "List" in item
+            ]
+            return "DROP " + body["removeType"].removeprefix("OBJECT_"), names
+    elif kind == "TruncateStmt":
+        return "TRUNCATE", [_relation_name(r["RangeVar"]) for r in body.get("relations", [])]
+    elif kind == "LockStmt" and body.get("mode") == ACCESS_EXCLUSIVE_MODE:
+        return "LOCK TABLE", [_relation_name(r["RangeVar"]) for r in body.get("relations", [])]
+    elif kind == "VacuumStmt" and any(
+        option.get("DefElem", {}).get("defname") == "full" for option in body.get("options", [])
+    ):
+        return "VACUUM FULL", [
+            _relation_name(r["VacuumRelation"]["relation"]) for r in body.get("rels", [])
+        ]
+    elif kind == "ClusterStmt" and "relation" in body:
+        return "CLUSTER", [_relation_name(body["relation"])]
+    elif kind == "RefreshMatViewStmt" and not body.get("concurrent"):
+        return "REFRESH MATERIALIZED VIEW", [_relation_name(body["relation"])]
+    return "", []
+
+
+def access_exclusive_locks(sql: str) -> list[ExclusiveLock]:
+    """The tables the script's statements lock ACCESS EXCLUSIVE (every query on them
+    waits behind such a statement while it waits for its lock). A script the parser
+    refuses has none: the server reports its error when it runs."""
+    try:
+        statements = _parse(sql)
+    except ParseError:
+        return []
+    found = []
+    for statement in statements:
+        words, tables = _exclusive_tables(statement.node)
+        line = sql.count("\n", 0, statement.first_token) + 1
+        found += [ExclusiveLock(table, words, line) for table in tables]
+    return found

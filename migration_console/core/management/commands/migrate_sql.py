@@ -51,20 +51,46 @@ def parse_bool(value: str) -> bool:
     raise ValueError(value)
 
 
+def describe_settings(effective) -> str:
+    """``one transaction, lock_timeout 1s x11 attempts``: what a file runs with, for ``plan``."""
+    mode = "one transaction" if effective.transaction else "no transaction"
+    text = f"{mode}, lock_timeout {effective.lock_timeout}"
+    if effective.transaction:
+        text += f" x{1 + effective.lock_retries} attempts"
+    if effective.statement_timeout:
+        text += f", statement_timeout {effective.statement_timeout}"
+    return text
+
+
 class ConsoleOutput(RunObserver):
     """Prints progress in the seed guide's look."""
 
     def __init__(self, command: "Command"):
         self.command = command
+        self._last_wait = None  # what the last lock-wait line said, not to repeat it
 
     def migration_started(self, migration) -> None:
+        self._last_wait = None
         self.command.say(f"  -> Running {migration.filename} ...", ending="")
+        self.command.stdout.flush()
+
+    def lock_waiting(self, wait) -> None:
+        said = (wait.attempt, wait.next_attempt_in_seconds is None, [b.pid for b in wait.blockers])
+        if said == self._last_wait:
+            return
+        if self._last_wait is None:
+            self.command.say("")  # end the running line
+        self._last_wait = said
+        self.command.say(self.command.style.WARNING(f"     {wait.message}"))
         self.command.stdout.flush()
 
     def migration_finished(self, step) -> None:
         style = self.command.style
+        if self._last_wait is not None:
+            self.command.say("    ", ending="")  # the result goes under the wait lines
         if step.status == "completed":
-            self.command.say(style.SUCCESS(f" OK ({format_duration(step.duration_ns)})"))
+            tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
+            self.command.say(style.SUCCESS(f" OK ({format_duration(step.duration_ns)}{tries})"))
         elif step.status == "cancelled":
             self.command.say(style.WARNING(f" CANCELLED, rolled back ({step.error})"))
         else:
@@ -349,7 +375,13 @@ class Command(BaseCommand):
                     "database": target.name,
                     "plan_hash": status.plan_hash,
                     "pending_migrations": [
-                        {**i.as_dict(), "sql": i.file.sql, "lint": lint[i.version].as_dict()}
+                        {
+                            **i.as_dict(),
+                            "sql": i.file.sql,
+                            "lint": lint[i.version].as_dict(),
+                            "settings": i.file.settings.as_dict(),
+                            "access_exclusive": [lock._asdict() for lock in i.file.exclusive_locks],
+                        }
                         for i in pending
                     ],
                     "problems": [p.as_dict() for p in status.problems],
@@ -358,15 +390,26 @@ class Command(BaseCommand):
             return
         self.banner(target, "plan (nothing is executed)")
         for item in pending:
-            mode = "no transaction" if item.no_transaction else "one transaction"
             self.say(
                 self.style.MIGRATE_LABEL(
-                    f"-- {item.file.filename}  [{STATE_MARKS[item.status]}, {mode}, "
-                    f"sha256 {item.checksum[:12]}]"
+                    f"-- {item.file.filename}  [{STATE_MARKS[item.status]}, "
+                    f"{describe_settings(item.file.settings)}, sha256 {item.checksum[:12]}]"
                 )
             )
             self.say(item.file.sql.rstrip("\n"))
             self.say_lint(lint[item.version])
+            for lock in item.file.exclusive_locks:
+                self.say(
+                    self.style.WARNING(
+                        f"   lock: {lock.statement} on {lock.table} (line {lock.line}) takes an "
+                        "ACCESS EXCLUSIVE lock; queries on it wait while it waits "
+                        + (
+                            "(lock_timeout per attempt, then retried)"
+                            if item.file.settings.lock_retries
+                            else "(lock_timeout, not retried)"
+                        )
+                    )
+                )
             self.say("")
         self.say(RULE)
         self.say(f" {len(pending)} pending, plan {status.plan_hash}")
