@@ -1,6 +1,7 @@
 """The JSON API (SPEC: JSON API): status, run and history under /admin/migrations/.
 
-Views only translate HTTP to service calls; ``endpoint.api_endpoint`` does the
-rest (rate limit, method, authentication, CSRF, access, audit of denials,
-errors as JSON), so a new endpoint is a short function.
+A django-ninja ``NinjaAPI`` (``service.api``) routes and validates each operation
+and generates the OpenAPI document from its schemas (``schemas``); the guard
+``endpoint.guarded`` runs first (rate limit, method, authentication, CSRF, access,
+audit of denials, errors as JSON), so an operation is a short function.
 """

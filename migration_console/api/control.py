@@ -2,44 +2,64 @@
 HTTP to ``run_cancel`` / ``lock_break`` (core/services/control.py), which write the
 audit row of every attempt that reaches them."""
 
-import json
-
 from django.http import HttpRequest
 
-from migration_console.api.endpoint import ApiRequest, api_endpoint
-from migration_console.api.errors import bad_request
+from migration_console.api.endpoint import ApiRequest, endpoint, json_response
+from migration_console.api.schemas import (
+    CancelRequest,
+    CancelResult,
+    Locked,
+    Refused,
+    UnlockRequest,
+    UnlockResult,
+)
+from migration_console.api.service import DATABASE, answers, api
 from migration_console.core.services.control import lock_break, run_cancel
 
 
-@api_endpoint(methods=("POST",), action="cancel", changes=True)
-def cancel(request: HttpRequest, api: ApiRequest, run_id: int):
-    """Withdraw a queued run, or stop a running one (its current transactional file
-    rolls back, no further file starts): 200 once it has ended, 202 when its runner
-    has not stopped within 5 s."""
-    body = api.json_body(allowed={"confirm"})
-    api.require_confirm(body)
-    api.audited = True  # run_cancel writes the audit row, whatever happens
-    run = run_cancel(run_id=run_id, caller=api.caller)
-    return (200 if run.finished else 202), {
-        "id": run.pk,
-        "target": run.target,
-        "action": run.action,
-        "state": run.state,
-        "finished": run.finished,
-        "cancel_requested_by": run.cancel_requested_by,
-        "message": run.message,
-    }
+@api.post(
+    "runs/{run_id}/cancel",
+    response=answers({200: CancelResult, 202: CancelResult, 409: Refused}),
+    operation_id="cancelRun",
+    summary="withdraw a queued run, or stop a running one after its current statement "
+    "(its transactional file rolls back, no further file starts)",
+)
+@endpoint(action="cancel", changes=True)
+def cancel(request: HttpRequest, run_id: int, body: CancelRequest):
+    """200 once the run has ended (cancelled, normally); 202 when its runner has not
+    stopped within 5 s; 409 when it had already finished; 404 for no such run."""
+    api_request: ApiRequest = request.auth
+    api_request.audited = True  # run_cancel writes the audit row, whatever happens
+    run = run_cancel(run_id=run_id, caller=api_request.caller)
+    return json_response(
+        200 if run.finished else 202,
+        {
+            "id": run.pk,
+            "target": run.target,
+            "action": run.action,
+            "state": run.state,
+            "finished": run.finished,
+            "cancel_requested_by": run.cancel_requested_by,
+            "message": run.message,
+        },
+    )
 
 
-@api_endpoint(methods=("POST",), action="unlock", changes=True)
-def unlock(request: HttpRequest, api: ApiRequest):
+@api.post(
+    "unlock",
+    response=answers({200: UnlockResult, 409: Refused | Locked}),
+    operation_id="breakLock",
+    summary="terminate the session holding the target's advisory lock",
+)
+@endpoint(action="unlock", changes=True)
+def unlock(request: HttpRequest, body: UnlockRequest, database: str = DATABASE):
     """Terminate the session holding the target's advisory lock (``"force": true`` also
-    when it is a live run of this console) and check the lock is free."""
-    body = api.json_body(allowed={"confirm", "force"})
-    api.require_confirm(body)
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise bad_request(f'"force" must be true or false, got {json.dumps(force)[:40]}')
-    target = api.target()
-    api.audited = True  # lock_break writes the audit row, whatever happens
-    return lock_break(target_name=target.name, caller=api.caller, force=force)
+    when it is a live run of this console) and check the lock is free. 200: the lock
+    is free, or was not held; 409: held by a live run of this console (cancel it, or
+    force), or the holder could not be terminated."""
+    api_request: ApiRequest = request.auth
+    target = api_request.target()
+    api_request.audited = True  # lock_break writes the audit row, whatever happens
+    return json_response(
+        200, lock_break(target_name=target.name, caller=api_request.caller, force=body.force)
+    )

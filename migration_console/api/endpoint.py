@@ -1,23 +1,20 @@
-"""``api_endpoint``: everything an API view needs besides its own few lines.
+"""The guard in front of every API operation: everything besides the view's few lines.
 
-In order: rate limit (per client IP, before anything costly), method,
-authentication (token, or session + CSRF), access (an active superuser on an
-allowed IP), body size (never read past 64 KiB), then the view. Whatever goes
-wrong becomes a JSON answer; denials (and, for changing endpoints, every
-request) become audit rows. A view gets an
-``ApiRequest`` and returns a dict (200) or ``(status, dict)``, or raises
-``ApiError`` or a service error.
+django-ninja routes, validates and documents the operations (api/service.py); this
+guard runs first, in order: rate limit (per client IP, before anything costly),
+method, authentication (token, or session + CSRF), access (an active superuser on
+an allowed IP), body size (never read past 64 KiB), strict JSON, then ninja's
+operation. Whatever goes wrong, there or in the operation, becomes a JSON answer;
+denials (and, for changing endpoints, every request) become audit rows.
 
-A new endpoint, e.g. rollback::
+An operation declares its audit action next to ninja's route, e.g.::
 
-    @api_endpoint(methods=("POST",), action="rollback", changes=True)
-    def rollback(request, api: ApiRequest):
-        body = api.json_body(allowed={"confirm", "version"})
-        api.require_confirm(body)
-        target = api.target()
-        api.audited = True  # the service writes the audit row from here on
-        result = rollback_execute(target_name=target.name, version=..., caller=api.caller)
-        return 200, result.as_dict()
+    @api.post("rollback", response=answers({200: ActionResult}))
+    @endpoint(action="rollback", changes=True)
+    def rollback(request, body: RollbackRequest, database: str = DATABASE):
+        api: ApiRequest = request.auth
+        ...
+        return json_response(200, result)
 """
 
 import contextlib
@@ -32,6 +29,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.vary import vary_on_headers
+from ninja.operation import PathView
 
 from accounts.access import can_use_api
 from accounts.ip import client_ip
@@ -92,6 +90,7 @@ class ApiRequest:
     ip: str
     credentials: Credentials = field(default_factory=Credentials)
     audited: bool = False  # set once a service call records the attempt itself
+    body: dict | None = None  # a POST's JSON object, read before ninja validates it
 
     @property
     def user(self):
@@ -129,8 +128,9 @@ class ApiRequest:
             raise UnknownTarget("unknown database ''")
         return target_get(name)
 
-    def json_body(self, *, allowed: set[str]) -> dict:
-        """The body as a JSON object with only ``allowed`` keys, or ApiError 400."""
+    def read_json_object(self) -> dict:
+        """The body as one strict JSON object (no duplicate keys, NaN or deep nesting),
+        or ApiError 400; its keys and values are the operation's schema's to judge."""
         try:
             raw = self.request.body
         except RequestDataTooBig:
@@ -154,20 +154,7 @@ class ApiRequest:
             raise bad_request(f"malformed JSON body: {reason}"[:200]) from None
         if not isinstance(data, dict):
             raise bad_request("the body must be a JSON object")
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            names = ", ".join(repr(key[:40]) for key in unknown[:5])
-            raise bad_request(f"unknown field(s): {names}; allowed: {', '.join(sorted(allowed))}")
         return data
-
-    @staticmethod
-    def require_confirm(body: dict) -> None:
-        if "confirm" not in body:
-            raise bad_request('"confirm": true is required')
-        if body["confirm"] is not True:
-            raise bad_request(
-                f'"confirm" must be the JSON value true, got {json.dumps(body["confirm"])[:40]}'
-            )
 
     def audit(self, *, outcome: str, message: str, migrations: list[str] | None = None) -> None:
         audit_record(
@@ -203,82 +190,96 @@ def service_error(exc: MigrationConsoleError) -> ApiError:
     return ApiError(exc.http_status, exc.error, exc.message, outcome="error")
 
 
-def api_endpoint(
-    *,
-    methods: tuple[str, ...],
-    action: str,
-    changes: bool = False,
-    public: bool = False,
-) -> Callable:
-    """Wrap an API view. ``changes``: tight rate, and every request is audited.
-    ``public``: no authentication (the OpenAPI document)."""
-    allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
+@dataclass(frozen=True)
+class Policy:
+    action: str  # the audit rows' action
+    changes: bool  # tight rate, and every request is audited
+
+
+def endpoint(*, action: str, changes: bool = False) -> Callable:
+    """Mark a ninja operation with its audit action; ``guarded`` reads it."""
+
+    def mark(view: Callable) -> Callable:
+        view.api_policy = Policy(action=action, changes=changes)
+        return view
+
+    return mark
+
+
+def guarded(path_view: PathView) -> Callable:
+    """The Django view of one API path: the guard, then ninja's operation there.
+    An operation without ninja ``auth`` is public (the OpenAPI document)."""
+    [operation] = path_view.operations  # one operation per path, as SPEC lists them
+    policy: Policy = operation.view_func.api_policy
+    allowed = set(operation.methods) | ({"HEAD"} if "GET" in operation.methods else set())
     allow_header = ", ".join(sorted(allowed))
-    group = f"migration_console.api.{'change' if changes else 'read'}"
+    group = f"migration_console.api.{'change' if policy.changes else 'read'}"
+    changes, public = policy.changes, not operation.auth_callbacks
 
-    def decorate(view: Callable) -> Callable:
-        @csrf_exempt
-        @vary_on_headers("Authorization", "Cookie")
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs):
-            api = ApiRequest(request=request, action=action, ip=client_ip(request))
-            try:
-                return _handle(view, request, api, *args, **kwargs)
-            except ApiError as exc:
-                return _answer_error(api, exc, audit=changes or exc.outcome == "denied")
-            except MigrationConsoleError as exc:
-                # SPEC: Audit: a refusal for an unknown target is a row, reads included.
-                audited = changes or isinstance(exc, UnknownTarget)
-                return _answer_error(api, service_error(exc), audit=audited)
-            except (RequestDataTooBig, SuspiciousOperation) as exc:
-                error = bad_request(
-                    f"request body exceeds {conf.MAX_BODY_BYTES} bytes"
-                    if isinstance(exc, RequestDataTooBig)
-                    else "bad request"
-                )
-                return _answer_error(api, error, audit=changes)
-            except Exception:
-                logger.exception("API %s %s failed", request.method, request.path)
-                error = ApiError(
-                    500, "internal error", "the server failed; see its log", outcome="error"
-                )
-                return _answer_error(api, error, audit=changes)
+    @csrf_exempt
+    @vary_on_headers("Authorization", "Cookie")
+    @wraps(operation.view_func)
+    def view(request: HttpRequest, **path_params):
+        api = ApiRequest(request=request, action=policy.action, ip=client_ip(request))
+        request.api_request = api  # what ninja's auth (service.BearerAuth) answers with
+        try:
+            response = _handle(request, api, path_params)
+        except ApiError as exc:
+            return _answer_error(api, exc, audit=changes or exc.outcome == "denied")
+        except MigrationConsoleError as exc:
+            # SPEC: Audit: a refusal for an unknown target is a row, reads included.
+            audited = changes or isinstance(exc, UnknownTarget)
+            return _answer_error(api, service_error(exc), audit=audited)
+        except (RequestDataTooBig, SuspiciousOperation) as exc:
+            error = bad_request(
+                f"request body exceeds {conf.MAX_BODY_BYTES} bytes"
+                if isinstance(exc, RequestDataTooBig)
+                else "bad request"
+            )
+            return _answer_error(api, error, audit=changes)
+        except Exception:
+            logger.exception("API %s %s failed", request.method, request.path)
+            error = ApiError(
+                500, "internal error", "the server failed; see its log", outcome="error"
+            )
+            return _answer_error(api, error, audit=changes)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response
 
-        def _handle(view, request, api: ApiRequest, *args, **kwargs):
-            rate = conf.rate_run() if changes else conf.rate_read()
-            try:
-                limited = over_limit(request, group=group, key=_rate_key, rate=rate)
-            except RateLimiterUnavailable as exc:
-                return _refuse_uncounted(request, api, exc)
-            if limited:
-                api.audit(outcome=AuditEvent.Outcome.RATE_LIMITED, message=f"over {rate}")
-                return ratelimited(request)
-            if request.method not in allowed:
-                raise ApiError(
-                    405,
-                    "method not allowed",
-                    f"{request.method[:10]} is not allowed here; use {allow_header}",
-                    headers={"Allow": allow_header},
-                )
-            if not public:
-                authenticate(request, api.credentials)
-                decision = can_use_api(api.user, api.ip)
-                if not decision:
-                    if decision.status == 401:
-                        raise unauthorized(decision.reason)
-                    raise forbidden(decision.reason)
-            length = request.META.get("CONTENT_LENGTH") or "0"
-            if length.isdigit() and int(length) > conf.MAX_BODY_BYTES:
-                raise bad_request(f"request body exceeds {conf.MAX_BODY_BYTES} bytes")
-            result = view(request, api, *args, **kwargs)
-            if isinstance(result, HttpResponse):  # already encoded (the cached status)
-                return result
-            status, data = result if isinstance(result, tuple) else (200, result)
-            return json_response(status, data)
+    def _handle(request: HttpRequest, api: ApiRequest, path_params: dict) -> HttpResponse:
+        rate = conf.rate_run() if changes else conf.rate_read()
+        try:
+            limited = over_limit(request, group=group, key=_rate_key, rate=rate)
+        except RateLimiterUnavailable as exc:
+            return _refuse_uncounted(request, api, exc)
+        if limited:
+            api.audit(outcome=AuditEvent.Outcome.RATE_LIMITED, message=f"over {rate}")
+            return ratelimited(request)
+        if request.method not in allowed:
+            raise ApiError(
+                405,
+                "method not allowed",
+                f"{request.method[:10]} is not allowed here; use {allow_header}",
+                headers={"Allow": allow_header},
+            )
+        if not public:
+            authenticate(request, api.credentials)
+            decision = can_use_api(api.user, api.ip)
+            if not decision:
+                if decision.status == 401:
+                    raise unauthorized(decision.reason)
+                raise forbidden(decision.reason)
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > conf.MAX_BODY_BYTES:
+            raise bad_request(f"request body exceeds {conf.MAX_BODY_BYTES} bytes")
+        if request.method == "POST":  # every POST of this API takes a JSON object
+            api.body = api.read_json_object()
+        # Ninja's own errors come back raised (service.ConsoleApi.on_exception), so the
+        # handlers above answer them as they answer the guard's.
+        return operation.run(request, **path_params)
 
-        return wrapper
-
-    return decorate
+    return view
 
 
 def _rate_key(group: str, request: HttpRequest) -> str:

@@ -1,7 +1,8 @@
-"""The endpoints of SPEC's JSON API: each translates HTTP to one service call."""
+"""The operations of SPEC's JSON API: each translates HTTP to one service call.
 
-import json
-import re
+Ninja validates each body against its schema and documents the operation from its
+declared answers; the views render the services' own dicts (``json_response``), so
+an answer is exactly what the service said (api/schemas.py describes it)."""
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -9,9 +10,28 @@ from django.urls import reverse
 from django.views import defaults
 
 from migration_console.api import conf
-from migration_console.api.endpoint import ApiRequest, api_endpoint, json_response
-from migration_console.api.errors import ApiError, bad_request
-from migration_console.api.openapi import openapi_document
+from migration_console.api.endpoint import ApiRequest, endpoint, json_response
+from migration_console.api.errors import ApiError
+from migration_console.api.schemas import (
+    ActionFailed,
+    ActionResult,
+    BaselineRequest,
+    Error,
+    History,
+    Locked,
+    Queued,
+    Refused,
+    RepairRequest,
+    RollbackRequest,
+    RunCancelled,
+    RunDetail,
+    RunFailed,
+    RunStart,
+    RunSuccess,
+    RunUpToDate,
+    Status,
+)
+from migration_console.api.service import DATABASE, answers, api, openapi_document
 from migration_console.core.models import Run
 from migration_console.core.services.jobs import (
     recorded_answer,
@@ -24,130 +44,182 @@ from migration_console.core.services.runs import run_close_if_dead
 from migration_console.core.services.status import target_status, target_status_json
 
 BIGINT_MAX = 2**63 - 1
-VERSION = re.compile(r"[0-9]{1,64}")  # as maintenance.py reads a version
+
+# ``database`` (?database=) is declared for validation and the document; the guard's
+# ApiRequest.target() reads the same value, as it does for a refusal's audit row.
 
 
-@api_endpoint(methods=("GET",), action="status")
-def status(request: HttpRequest, api: ApiRequest):
+@api.get(
+    "status",
+    response=answers({200: Status}, body=False),
+    operation_id="getStatus",
+    summary="state of every migration of a target",
+)
+@endpoint(action="status")
+def status(request: HttpRequest, database: str = DATABASE):
     """SPEC's status JSON, served as cached bytes while the files, the tracking rows
     and the lock holder are unchanged (see ``target_status_json``)."""
-    body = target_status_json(api.target(), lint=True)
+    api_request: ApiRequest = request.auth
+    body = target_status_json(api_request.target(), lint=True)
     response = HttpResponse(body, content_type="application/json")
     response["Cache-Control"] = "no-store"
     return response
 
 
-@api_endpoint(methods=("GET",), action="history")
-def history(request: HttpRequest, api: ApiRequest):
+@api.get(
+    "history",
+    response=answers({200: History}, body=False),
+    operation_id="getHistory",
+    summary="recorded migrations, newest first",
+)
+@endpoint(action="history")
+def history(request: HttpRequest, database: str = DATABASE):
     """Every recorded migration (completed or failed), newest first, as ``migrate_sql
     history --json`` prints it, with the file set's problems beside them."""
-    state = target_status(api.target(), with_lock_holder=False)
+    api_request: ApiRequest = request.auth
+    state = target_status(api_request.target(), with_lock_holder=False)
     recorded = sorted(
         (item for item in state.items if item.row is not None),
         key=lambda item: item.applied_at,
         reverse=True,
     )
-    return {
-        "database": state.target.name,
-        "total": len(recorded),
-        "migrations": [item.as_dict() for item in recorded],
-        "problems": [problem.as_dict() for problem in state.problems],
-    }
+    return json_response(
+        200,
+        {
+            "database": state.target.name,
+            "total": len(recorded),
+            "migrations": [item.as_dict() for item in recorded],
+            "problems": [problem.as_dict() for problem in state.problems],
+        },
+    )
 
 
-def _wait(body: dict) -> bool:
-    wait = body.get("wait", True)
-    if not isinstance(wait, bool):
-        raise bad_request(f'"wait" must be true or false, got {json.dumps(wait)[:40]}')
-    return wait
-
-
-def _answer(run: Run, wait: bool):
+def _answer(run: Run, wait: bool) -> HttpResponse:
     """The run's own answer once a worker has settled it (waiting at most
     MIGRATION_API_WAIT seconds), else 202 with the address to follow it at."""
     if wait:
         run = run_wait(run_id=run.pk, timeout=settings.MIGRATION_API_WAIT)
     if not run_settled(run):
         url = reverse("migrations_api:run-detail", args=[run.pk])
-        return 202, {"status": "queued", "run": run.pk, "url": url}
-    return recorded_answer(run)
+        return json_response(202, {"status": "queued", "run": run.pk, "url": url})
+    return json_response(*recorded_answer(run))
 
 
-@api_endpoint(methods=("POST",), action="run", changes=True)
-def run(request: HttpRequest, api: ApiRequest):
-    """Queue a run of the pending migrations for a worker and wait for its answer."""
-    body = api.json_body(allowed={"confirm", "wait"})
-    api.require_confirm(body)
-    wait = _wait(body)
-    target = api.target()
-    api.audited = True  # the worker records the run and its audit row, whatever happens
-    return _answer(run_start(target_name=target.name, caller=api.caller, plan_hash=""), wait)
+@api.post(
+    "run",
+    response=answers(
+        {
+            200: RunSuccess | RunUpToDate | RunCancelled,
+            202: Queued,
+            409: Locked | Refused,
+            500: RunFailed | Error,
+        }
+    ),
+    operation_id="runMigrations",
+    summary="queue a run of the pending migrations for a worker and wait for it "
+    "(MIGRATION_API_WAIT seconds at most)",
+)
+@endpoint(action="run", changes=True)
+def run(request: HttpRequest, body: RunStart, database: str = DATABASE):
+    """200: applied, nothing was pending, or cancelled meanwhile; 202: ``"wait": false``,
+    or the wait ended first; 409: another run holds the lock, or the run would be
+    unsafe; 500: a migration failed (``details``: the database's message)."""
+    api_request: ApiRequest = request.auth
+    target = api_request.target()
+    api_request.audited = True  # the worker records the run and its audit row, whatever happens
+    queued = run_start(target_name=target.name, caller=api_request.caller, plan_hash="")
+    return _answer(queued, body.wait)
 
 
-@api_endpoint(methods=("GET",), action="run_status")
-def run_detail(request: HttpRequest, api: ApiRequest, run_id: int):
-    """One run as a worker left it: state, attempts, steps, message."""
+@api.get(
+    "runs/{run_id}",
+    response=answers({200: RunDetail}, body=False),
+    operation_id="getRun",
+    summary="one run, rollback, baseline or repair as its worker left it",
+)
+@endpoint(action="run_status")
+def run_detail(request: HttpRequest, run_id: int):
+    """One run as a worker left it: state, attempts, steps, blockers, message; 404 for
+    no such run."""
     found = Run.objects.filter(pk=run_id).first() if run_id <= BIGINT_MAX else None
     if found is None:
         raise ApiError(404, "unknown run", f"there is no run #{run_id}")
-    return run_as_dict(run_close_if_dead(found))
+    return json_response(200, run_as_dict(run_close_if_dead(found)))
 
 
-def _maintain(api: ApiRequest, action: str, field: str, meaning: str, *, options=()):
-    """Rollback, baseline or repair: ``{"confirm": true, field: "<version>", ...options}``
-    to one queued action, answered as a run is (400 bad body or version, 409
-    locked/refused, 500 failed, 202 still queued)."""
-    body = api.json_body(allowed={"confirm", "wait", field, *options})
-    api.require_confirm(body)
-    wait = _wait(body)
-    version = body.get(field)
-    if isinstance(version, bool) or not isinstance(version, str | int):
-        raise bad_request(f'"{field}" must be {meaning}, e.g. "003"')
-    if not VERSION.fullmatch(str(version).strip()):
-        # Refused here, not by the worker: the job's arguments hold only what can run.
-        shown = json.dumps(version)[:40]
-        raise bad_request(f'"{field}" must be {meaning}: digits, e.g. "003", got {shown}')
-    flags = {}
-    for option in options:
-        value = body.get(option, False)
-        if not isinstance(value, bool):
-            raise bad_request(f'"{option}" must be true or false, got {json.dumps(value)[:40]}')
-        flags[option] = value
-    target = api.target()
-    api.audited = True  # the worker records the action and its audit row, whatever happens
+def _maintain(request: HttpRequest, action: str, *, version: str, wait: bool, **flags):
+    """Rollback, baseline or repair: one queued action, answered as a run is."""
+    api_request: ApiRequest = request.auth
+    target = api_request.target()
+    api_request.audited = True  # the worker records the action and its audit row, whatever happens
     queued = run_start(
         target_name=target.name,
-        caller=api.caller,
+        caller=api_request.caller,
         plan_hash="",
         action=action,
-        arguments={"version": str(version), **flags},
+        arguments={"version": version, **flags},
     )
     return _answer(queued, wait)
 
 
-@api_endpoint(methods=("POST",), action="rollback", changes=True)
-def rollback(request: HttpRequest, api: ApiRequest):
+MAINTENANCE_ANSWERS = answers(
+    {200: ActionResult, 202: Queued, 409: Locked | Refused, 500: ActionFailed | Error}
+)
+
+
+@api.post(
+    "rollback",
+    response=MAINTENANCE_ANSWERS,
+    operation_id="rollbackMigrations",
+    summary="run the down files newest first down to and including `to`",
+)
+@endpoint(action="rollback", changes=True)
+def rollback(request: HttpRequest, body: RollbackRequest, database: str = DATABASE):
     """Run the down files of every applied migration at or above ``"to"``, newest
-    first, under the lock."""
-    return _maintain(api, "rollback", "to", "the version to roll back to")
+    first, under the lock. 409: locked, or a down file is missing; 500: a down file
+    failed."""
+    return _maintain(request, "rollback", version=body.to, wait=body.wait)
 
 
-@api_endpoint(methods=("POST",), action="baseline", changes=True)
-def baseline(request: HttpRequest, api: ApiRequest):
-    """Record every file up to ``"to"`` as completed without running it."""
-    return _maintain(api, "baseline", "to", "the version to baseline up to")
+@api.post(
+    "baseline",
+    response=MAINTENANCE_ANSWERS,
+    operation_id="baselineMigrations",
+    summary="record every file up to `to` as completed without running it",
+)
+@endpoint(action="baseline", changes=True)
+def baseline(request: HttpRequest, body: BaselineRequest, database: str = DATABASE):
+    """Record every file up to ``"to"`` as completed without running it. 409: locked,
+    or tracking rows exist at or above ``to``."""
+    return _maintain(request, "baseline", version=body.to, wait=body.wait)
 
 
-@api_endpoint(methods=("POST",), action="repair", changes=True)
-def repair(request: HttpRequest, api: ApiRequest):
+@api.post(
+    "repair",
+    response=MAINTENANCE_ANSWERS,
+    operation_id="repairMigration",
+    summary="resolve a failed (clear, or mark_applied) or drifted (re-record) migration",
+)
+@endpoint(action="repair", changes=True)
+def repair(request: HttpRequest, body: RepairRequest, database: str = DATABASE):
     """Resolve the failed (clear it, or ``"mark_applied": true``) or drifted (re-record
-    its checksum) migration ``"version"``."""
-    return _maintain(api, "repair", "version", "the version to repair", options=("mark_applied",))
+    its checksum) migration ``"version"``. 409: locked, or the tracking row changed."""
+    return _maintain(
+        request, "repair", version=body.version, wait=body.wait, mark_applied=body.mark_applied
+    )
 
 
-@api_endpoint(methods=("GET",), action="openapi", public=True)
-def openapi(request: HttpRequest, api: ApiRequest):
-    return openapi_document()
+@api.get(
+    "openapi.json",
+    auth=None,
+    response={200: dict, frozenset({405, 429}): Error},
+    operation_id="getOpenApi",
+    summary="this document",
+)
+@endpoint(action="openapi")
+def openapi(request: HttpRequest):
+    """Generated by django-ninja from the operations' schemas; no token needed."""
+    return json_response(200, openapi_document())
 
 
 def not_found(request: HttpRequest, rest: str = ""):
