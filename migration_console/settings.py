@@ -142,6 +142,8 @@ MIGRATION_LOCK_WAIT = env_float("MIGRATION_LOCK_WAIT", 30.0)
 MIGRATION_LOCK_TIMEOUT = env_str("MIGRATION_LOCK_TIMEOUT", "1s")
 MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 10, maximum=100)
 MIGRATION_LOCK_RETRY_MAX_WAIT = env_duration("MIGRATION_LOCK_RETRY_MAX_WAIT", "60s")
+# An unapproved run request ends "expired" after this long (checked every minute).
+MIGRATION_REQUEST_TTL = env_duration("MIGRATION_REQUEST_TTL", "24h")
 MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
 # How long a run keeps retrying its Run and audit rows while the console DB is away.
 MIGRATION_RECORD_RETRY_SECONDS = env_float("MIGRATION_RECORD_RETRY_SECONDS", 60.0)

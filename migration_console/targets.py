@@ -6,7 +6,7 @@ message naming the offending key; nothing here ever prints a password.
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -14,7 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 DEFAULT_TARGET = "db_main"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_ALLOWED_KEYS = {"dsn", "schema", "path"}
+_ALLOWED_KEYS = {"dsn", "schema", "path", "approvals", "window"}
+MAX_APPROVALS = 10
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 
 
@@ -24,6 +25,13 @@ class TargetConfig:
     dsn: str = field(repr=False)  # may hold a password: never in reprs, logs or debug pages
     schema: str
     path: str
+    # Change management (SPEC "Approvals, schedules, maintenance windows").
+    approvals: int = 0  # distinct superusers who must approve a console/API run
+    window: str = ""  # "<days> HH:MM-HH:MM <zone>": runs start only inside it
+
+    @property
+    def has_policy(self) -> bool:
+        return bool(self.approvals or self.window)
 
 
 def expand_env(value: str, where: str) -> str:
@@ -126,7 +134,7 @@ def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
         unknown = sorted(set(map(str, entry)) - _ALLOWED_KEYS)
         if unknown:
             raise ImproperlyConfigured(
-                f"{where}.{unknown[0]}: unknown key (allowed: dsn, schema, path)"
+                f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_ALLOWED_KEYS))})"
             )
         if "dsn" not in entry or entry["dsn"] is None:
             raise ImproperlyConfigured(f"{where}.dsn: missing")
@@ -138,14 +146,38 @@ def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
             if not isinstance(raw, str | int):
                 raise ImproperlyConfigured(f"{where}.{key}: expected a string")
             values[key] = expand_env(str(raw), f"{where}.{key}")
-        targets[str(name)] = _validate(
+        config = _validate(
             str(name),
             values["dsn"],
             values["schema"],
             _resolve_path(values["path"]),
             where,
         )
+        targets[str(name)] = replace(config, **_policy(entry, where))
     return targets
+
+
+def _policy(entry: dict, where: str) -> dict:
+    from migration_console.core.services.windows import WindowError, parse_window
+
+    approvals = entry.get("approvals", 0)
+    if approvals is None:
+        approvals = 0
+    if isinstance(approvals, bool) or not isinstance(approvals, int):
+        raise ImproperlyConfigured(f"{where}.approvals: expected a whole number")
+    if not 0 <= approvals <= MAX_APPROVALS:
+        raise ImproperlyConfigured(f"{where}.approvals: must be from 0 to {MAX_APPROVALS}")
+    window = entry.get("window") or ""
+    if not isinstance(window, str):
+        raise ImproperlyConfigured(
+            f"{where}.window: expected a string such as 'sat,sun 02:00-05:00 UTC'"
+        )
+    if window:
+        try:
+            parse_window(expand_env(window, f"{where}.window"))
+        except WindowError as exc:
+            raise ImproperlyConfigured(f"{where}.window: {exc}") from None
+    return {"approvals": approvals, "window": expand_env(window, f"{where}.window")}
 
 
 def load_targets(base_dir: Path, default_dsn: str) -> dict[str, TargetConfig]:

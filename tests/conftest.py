@@ -256,7 +256,13 @@ def _targets_file(settings, directory: Path) -> Path:
     import yaml
 
     entries = {
-        name: {"dsn": config.dsn, "schema": config.schema, "path": config.path}
+        name: {
+            "dsn": config.dsn,
+            "schema": config.schema,
+            "path": config.path,
+            **({"approvals": config.approvals} if config.approvals else {}),
+            **({"window": config.window} if config.window else {}),
+        }
         for name, config in settings.MIGRATION_TARGETS.items()
     }
     path = directory / f"targets-{uuid.uuid4().hex[:8]}.yaml"

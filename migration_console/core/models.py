@@ -47,6 +47,13 @@ class Run(models.Model):
         LOCKED = "locked"
         ERROR = "error"
         CANCELLED = "cancelled"
+        # Change management: a request waiting for approvers, a run waiting for its
+        # time or its window, and the ends of a request that never ran.
+        AWAITING_APPROVAL = "awaiting_approval"
+        SCHEDULED = "scheduled"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        STALE = "stale"
 
     FINISHED_STATES = (
         State.SUCCESS,
@@ -56,6 +63,9 @@ class Run(models.Model):
         State.LOCKED,
         State.ERROR,
         State.CANCELLED,
+        State.REJECTED,
+        State.EXPIRED,
+        State.STALE,
     )
 
     target = models.CharField(max_length=63)
@@ -69,7 +79,7 @@ class Run(models.Model):
     plan_hash = models.CharField(max_length=64, blank=True)
     planned = models.JSONField(default=list)
     steps = models.JSONField(default=list)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     message = models.TextField(blank=True)
     current_version = models.CharField(max_length=64, blank=True)
     backup_file = models.CharField(max_length=500, blank=True)
@@ -83,6 +93,9 @@ class Run(models.Model):
     # The current file's wait for a table lock (attempt, blockers), kept after a file
     # that ran out of attempts; null otherwise.
     lock_wait = models.JSONField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True)  # not before (a schedule or a window)
+    approvals_required = models.PositiveSmallIntegerField(default=0)
+    break_glass = models.BooleanField(default=False)  # a CLI run past the target's policy
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -97,6 +110,32 @@ class Run(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in self.FINISHED_STATES
+
+
+class Approval(models.Model):
+    """One superuser's decision on a requested run (approve or reject), with a comment."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    username = models.CharField(max_length=150)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "username"], name="one_decision_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.decision}s run #{self.run_id}"
 
 
 class AuditEvent(models.Model):
@@ -114,6 +153,12 @@ class AuditEvent(models.Model):
         STARTED = "started"
         VIEWED = "viewed"
         CANCELLED = "cancelled"
+        REQUESTED = "requested"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        STALE = "stale"
+        SCHEDULED = "scheduled"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=150, db_index=True)

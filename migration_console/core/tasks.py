@@ -101,3 +101,13 @@ async def recover_stalled_jobs(timestamp: int) -> str:
         include_aborted=True,
     )
     return f"handed over: {handed}" if handed else "no stalled job"
+
+
+@app.periodic(cron="* * * * *", periodic_id="expire-requests")
+@app.task(name="migration_console.expire_requests", queue=HOUSEKEEPING_QUEUE)
+def expire_requests(timestamp: int) -> str:
+    """Requests left unapproved for MIGRATION_REQUEST_TTL end ``expired``."""
+    from migration_console.core.services.approvals import requests_expire
+
+    expired = requests_expire()
+    return f"expired: {expired}" if expired else "no request expired"

@@ -62,6 +62,8 @@ def run_payload(run) -> dict:
         duration = round((run.finished_at - run.started_at).total_seconds(), 3)
     failed = next((s for s in steps if s.get("status") == "failed"), None)
     text = f"{emoji} Migration Console: {run.action} on *{run.target}* {verb}"
+    if getattr(run, "break_glass", False):
+        text = f":rotating_light: BREAK-GLASS {text} (past the target's approvals/window policy)"
     if message:
         text += f": {message}"
     fields = [
@@ -106,6 +108,7 @@ def run_payload(run) -> dict:
             "failed_version": failed.get("version") if failed else None,
             "message": message,
             "duration_seconds": duration,
+            "break_glass": bool(getattr(run, "break_glass", False)),
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         },
@@ -146,10 +149,71 @@ def webhook_post(url: str, payload: dict, *, timeout: float) -> bool:
     return result["ok"]
 
 
+_REQUEST_LOOK = {
+    "requested": ("needs approval", "warning", ":raised_hand:"),
+    "approved": ("approved", "good", ":ballot_box_with_check:"),
+    "rejected": ("rejected", "danger", ":no_entry:"),
+    "expired": ("expired unapproved", "warning", ":hourglass:"),
+    "stale": ("is stale: its plan changed, nothing ran", "warning", ":warning:"),
+    "break_glass": ("BREAK-GLASS run", "danger", ":rotating_light:"),
+}
+
+
+def request_payload(run, event: str, actor: str, message: str) -> dict:
+    """A change-management event: request, approval, rejection, expiry, stale,
+    break-glass; links to the request's page in the console."""
+    verb, colour, emoji = _REQUEST_LOOK.get(event, (event, "warning", ":grey_question:"))
+    path = f"/admin/console/requests/{run.pk}/"
+    message = redact(message or "")[:MAX_MESSAGE]
+    text = f"{emoji} Migration Console: {run.action} #{run.pk} on *{run.target}* {verb}"
+    if message:
+        text += f": {message}"
+    return {
+        "text": f"{text} <{path}|review>",
+        "attachments": [
+            {
+                "fallback": text,
+                "color": colour,
+                "title": f"{run.action} #{run.pk} on {run.target}: {event}",
+                "fields": [
+                    {"title": "Database", "value": run.target, "short": True},
+                    {"title": "Requested by", "value": run.requested_by, "short": True},
+                    {"title": "By", "value": actor, "short": True},
+                    {"title": "Planned", "value": ", ".join(run.planned or []), "short": False},
+                ],
+            }
+        ],
+        "migration_console": {
+            "event": event,
+            "run_id": run.pk,
+            "database": run.target,
+            "action": run.action,
+            "state": run.state,
+            "requested_by": run.requested_by,
+            "actor": actor,
+            "url": path,
+            "message": message,
+            "break_glass": bool(getattr(run, "break_glass", False)),
+        },
+    }
+
+
+def notify_request_event(run, event: str, actor: str, message: str) -> None:
+    """Post a change-management event; never raises."""
+    url = getattr(settings, "MIGRATION_WEBHOOK_URL", "")
+    if not url:
+        return
+    try:
+        timeout = float(getattr(settings, "MIGRATION_WEBHOOK_TIMEOUT", DEFAULT_TIMEOUT))
+        webhook_post(url, request_payload(run, event, actor, message), timeout=timeout)
+    except Exception:
+        logger.exception("webhook: could not notify about run %s", getattr(run, "pk", "?"))
+
+
 def notify_run_finished(run) -> None:
     """Called once per finished run (``run_execute``); never raises."""
     url = getattr(settings, "MIGRATION_WEBHOOK_URL", "")
-    if not url or run.state in _QUIET_STATES:
+    if not url or (run.state in _QUIET_STATES and not getattr(run, "break_glass", False)):
         return
     try:
         timeout = float(getattr(settings, "MIGRATION_WEBHOOK_TIMEOUT", DEFAULT_TIMEOUT))

@@ -25,15 +25,17 @@ class Caller:
     user: Any = None
     client_ip: str | None = None
     token_prefix: str = ""
+    # migrate_sql --break-glass: past the target's approvals/window policy, loudly.
+    break_glass: bool = False
 
     @classmethod
-    def cli(cls) -> "Caller":
+    def cli(cls, *, break_glass: bool = False) -> "Caller":
         """``migrate_sql`` run by hand, by CI or by a Job: the OS user, channel ``cli``."""
         try:
             actor = getpass.getuser()
         except (KeyError, OSError):
             actor = f"uid:{os.getuid()}"
-        return cls(actor=actor, channel="cli")
+        return cls(actor=actor, channel="cli", break_glass=break_glass)
 
     @classmethod
     def of_run(cls, run) -> "Caller":

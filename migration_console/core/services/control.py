@@ -78,6 +78,10 @@ def run_id_of(application_name: str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
+# Runs not started yet: a cancel withdraws them (a request, a scheduled run, a queued one).
+WAITING_STATES = (Run.State.QUEUED, Run.State.SCHEDULED, Run.State.AWAITING_APPROVAL)
+
+
 # --- cancel -------------------------------------------------------------------------
 def run_cancel(*, run_id: int, caller: Caller, wait_seconds: float = CANCEL_WAIT_SECONDS) -> Run:
     """Cancel run ``run_id`` for ``caller``: a queued one is withdrawn at once; a running
@@ -91,7 +95,7 @@ def run_cancel(*, run_id: int, caller: Caller, wait_seconds: float = CANCEL_WAIT
         message = f"there is no run #{run_id}"
         _audit_cancel(caller, None, AuditEvent.Outcome.REFUSED, message)
         raise UnknownRun(message)
-    if run.state == Run.State.QUEUED:
+    if run.state in WAITING_STATES:
         withdrawn = _withdraw(run, caller)
         if withdrawn is not None:
             return withdrawn
@@ -116,7 +120,7 @@ def run_cancel(*, run_id: int, caller: Caller, wait_seconds: float = CANCEL_WAIT
 def _withdraw(run: Run, caller: Caller) -> Run | None:
     """Queued -> cancelled in one conditional UPDATE, so a runner's claim (queued ->
     running) and this cannot both win; None when a runner claimed it first."""
-    withdrawn = Run.objects.filter(pk=run.pk, state=Run.State.QUEUED).update(
+    withdrawn = Run.objects.filter(pk=run.pk, state__in=WAITING_STATES).update(
         state=Run.State.CANCELLED,
         finished_at=timezone.now(),
         message=f"cancelled by {caller.actor} before it started",

@@ -18,8 +18,10 @@ import logging
 from collections.abc import Callable
 
 from django.db import transaction
+from django.utils import timezone
 
 from migration_console.core.models import Run
+from migration_console.core.services.approvals import request_end_stale
 from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import (
     MigrationConsoleError,
@@ -31,11 +33,14 @@ from migration_console.core.services.jobs import (
     SHUTDOWN_REASON,
     TOKEN_KEY,
     error_record,
+    job_defer,
 )
 from migration_console.core.services.maintenance import maintenance_execute
 from migration_console.core.services.run_reaper import _claimed_by_later_runs, run_account
 from migration_console.core.services.runner import RUN_TAG, RunObserver, RunOptions
 from migration_console.core.services.runs import run_execute
+from migration_console.core.services.scheduling import next_opening
+from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get, target_read
 from migration_console.core.services.tracking import tracking_rows
 
@@ -93,7 +98,11 @@ def run_claim(run_id: int) -> Run | None:
     withdrawn meanwhile: then there is nothing to do."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.state not in (Run.State.QUEUED, Run.State.RUNNING):
+        if run is None or run.state not in (
+            Run.State.QUEUED,
+            Run.State.SCHEDULED,
+            Run.State.RUNNING,
+        ):
             return None
         taken_over = run.state == Run.State.RUNNING
         run.attempts += 1
@@ -144,6 +153,36 @@ def run_still_applying(job_id: int) -> bool:
         return True
 
 
+def run_hold(run_id: int) -> str:
+    """Why run ``run_id`` must not start now ("" when it may): outside its target's
+    window it is deferred to the next opening; an approved run whose plan changed
+    since it was requested ends ``stale``. Only a run that has not started yet."""
+    run = Run.objects.filter(pk=run_id, attempts=0).first()
+    if run is None or run.state not in (Run.State.QUEUED, Run.State.SCHEDULED):
+        return ""
+    opening = next_opening(run.target)
+    if opening is not None and opening > timezone.now():
+        with transaction.atomic():
+            locked = Run.objects.select_for_update().get(pk=run.pk)
+            if locked.state not in (Run.State.QUEUED, Run.State.SCHEDULED):
+                return ""
+            job_defer(locked, opening)
+            locked.message = (
+                f"waiting for {run.target}'s window, which opens {opening:%Y-%m-%d %H:%M %Z}"
+            )
+            locked.save(update_fields=["state", "job_id", "run_at", "message"])
+        return f"run #{run.pk}: outside {run.target}'s window; deferred to {opening.isoformat()}"
+    if run.approvals_required and run.action == "run" and run.plan_hash:
+        try:
+            current = target_status(target_get(run.target), with_lock_holder=False).plan_hash
+        except MigrationConsoleError:
+            return ""  # the run itself will meet and record the trouble
+        if current != run.plan_hash:
+            request_end_stale(run, current)
+            return f"run #{run.pk}: stale, its plan changed since it was requested"
+    return ""
+
+
 def _run_options(run: Run, later_attempt: bool) -> RunOptions:
     arguments = run.arguments or {}
     options = RunOptions(**{name: arguments[name] for name in RUN_OPTIONS if name in arguments})
@@ -182,6 +221,9 @@ def run_job_execute(*, run_id: int, stop_reason: Callable[[], str | None]) -> st
     """One attempt at run ``run_id``; ``stop_reason`` says why the worker wants it to
     stop (None while it does not). Returns what happened, for the worker's log;
     raises RunInterrupted when the worker's shutdown stopped it (queued again)."""
+    held = run_hold(run_id)
+    if held:
+        return held
     run = run_claim(run_id)
     if run is None:
         return f"run #{run_id}: nothing to do (finished, withdrawn or gone)"

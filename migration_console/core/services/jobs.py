@@ -13,7 +13,7 @@ run side by side. Workers (``manage.py migration_worker``) execute them through
 
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -55,21 +55,53 @@ def run_start(
     planned: list[str] | None = None,
     action: str = "run",
     arguments: dict | None = None,
+    run_at: datetime | None = None,
 ) -> Run:
     """Queue ``action`` on ``target_name`` for ``caller``: its Run row and its job,
     committed together. ``plan_hash``: the plan the caller confirmed ("" for none);
-    ``arguments``: the action's own (run options, a version, mark_applied)."""
-    from migration_console.core.tasks import execute_run
+    ``arguments``: the action's own (run options, a version, mark_applied);
+    ``run_at``: not before then.
 
+    The target's policy decides what the Run becomes: with ``approvals`` a request
+    (``awaiting_approval``, no job until the last approval), else a job now, or at
+    ``run_at`` / the next opening of the target's ``window`` (``scheduled``)."""
+    from migration_console.core.services.scheduling import earliest_start, target_config
+
+    config = target_config(target_name)
     with transaction.atomic():
         run = run_create(target_name=target_name, caller=caller, plan_hash=plan_hash, action=action)
         run.planned = list(planned or [])
         run.arguments = dict(arguments or {})
         if caller.token_prefix:
             run.arguments[TOKEN_KEY] = caller.token_prefix
-        run.job_id = execute_run.configure(lock=target_lock(target_name)).defer(run_id=run.pk)
-        run.save(update_fields=["planned", "arguments", "job_id"])
+        run.run_at = run_at
+        fields = ["planned", "arguments", "run_at"]
+        if config is not None and config.approvals:
+            run.state = Run.State.AWAITING_APPROVAL
+            run.approvals_required = config.approvals
+            fields += ["state", "approvals_required"]
+        else:
+            job_defer(run, earliest_start(target_name, run_at))
+            fields += ["state", "job_id"]
+        run.save(update_fields=fields)
+    if run.state == Run.State.AWAITING_APPROVAL:
+        from migration_console.core.services.approvals import request_record
+
+        request_record(run, caller)
     return run
+
+
+def job_defer(run: Run, start: datetime | None) -> None:
+    """Give ``run`` its job (to be saved by the caller): now (``queued``) or at
+    ``start`` (``scheduled``: procrastinate's ``schedule_at``)."""
+    from migration_console.core.tasks import execute_run
+
+    options = {"lock": target_lock(run.target)}
+    if start is not None:
+        options["schedule_at"] = start
+        run.run_at = start
+    run.state = Run.State.SCHEDULED if start is not None else Run.State.QUEUED
+    run.job_id = execute_run.configure(**options).defer(run_id=run.pk)
 
 
 # --- what became of a run ---------------------------------------------------------------

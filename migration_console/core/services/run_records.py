@@ -145,6 +145,8 @@ class RunRecorder:
             migrations = [step["version"] for step in run.steps if step.get("version")]
         if run.backup_file:
             message = f"{message}; backup {run.backup_file}"
+        if run.break_glass:
+            message = f"BREAK-GLASS (past the target's approvals/window policy): {message}"
         run.state = state
         run.message = message
         run.finished_at = timezone.now()

@@ -202,6 +202,7 @@ def run_create(
         user=caller.user if getattr(caller.user, "pk", None) else None,
         client_ip=caller.client_ip or None,
         plan_hash=plan_hash,
+        break_glass=caller.break_glass,
     )
 
 

@@ -9,16 +9,20 @@ import json
 import sys
 
 import psycopg
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from migration_console.core.formatting import STATE_MARKS, format_duration, run_answer
 from migration_console.core.management import cancel_unlock
+from migration_console.core.models import AuditEvent
+from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
 from migration_console.core.services.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     MigrationConsoleError,
+    RunRefused,
 )
 from migration_console.core.services.runner import RunObserver, RunOptions
 from migration_console.core.services.status import target_status
@@ -60,6 +64,18 @@ def describe_settings(effective) -> str:
     if effective.statement_timeout:
         text += f", statement_timeout {effective.statement_timeout}"
     return text
+
+
+CHANGING_ACTIONS = ("run", "rollback", "baseline", "repair")
+
+
+def describe_policy(config) -> str:
+    parts = []
+    if config.approvals:
+        parts.append(f"requires {config.approvals} approval(s)")
+    if config.window:
+        parts.append(f"changes only inside its window {config.window!r}")
+    return " and ".join(parts)
 
 
 class ConsoleOutput(RunObserver):
@@ -191,6 +207,12 @@ class Command(BaseCommand):
             help="repair: record a failed migration as completed (fixed by hand)",
         )
         parser.add_argument(
+            "--break-glass",
+            action="store_true",
+            help="run/rollback/baseline/repair on a target with approvals or a window: "
+            "an emergency change past that policy, audited and posted as break-glass",
+        )
+        parser.add_argument(
             "--force",
             action="store_true",
             help="unlock: terminate the holder even when it is a live run of this console",
@@ -264,6 +286,7 @@ class Command(BaseCommand):
             )
         try:
             target = target_get(options["database"], path=options["path"])
+            self.break_glass = self.policy_gate(target, action, options["break_glass"])
             return getattr(self, f"handle_{action}")(target, options)
         except MigrationConsoleError as exc:
             if self.as_json:
@@ -281,6 +304,33 @@ class Command(BaseCommand):
             raise CommandError(
                 f"console database (DATABASE_URL) error: {reason}", returncode=EXIT_FAILED
             ) from None
+
+    def policy_gate(self, target, action: str, break_glass: bool) -> bool:
+        """Refuse (exit 2, audited) a change to a target whose policy asks for approvals
+        or a window, unless --break-glass; True when this is a break-glass change."""
+        config = settings.MIGRATION_TARGETS.get(target.name)
+        if action not in CHANGING_ACTIONS or config is None or not config.has_policy:
+            return False
+        if break_glass:
+            self.say(
+                self.style.ERROR(
+                    f" BREAK-GLASS: {target.name} {describe_policy(config)}; this {action} "
+                    "goes past it and is audited and posted as break-glass"
+                )
+            )
+            return True
+        message = (
+            f"{target.name} {describe_policy(config)}: use the console or the API, or pass "
+            "--break-glass for an emergency change (audited and posted as break-glass)"
+        )
+        audit_record(
+            caller=Caller.cli(),
+            action=action,
+            outcome=AuditEvent.Outcome.REFUSED,
+            target=target.name,
+            message=message,
+        )
+        raise RunRefused(message, reason="policy")
 
     def handle_status(self, target, options):
         status = target_status(target)
@@ -425,7 +475,7 @@ class Command(BaseCommand):
             backup_dir=options["backup_dir"],
             strict_lint=options["strict_lint"],
         )
-        caller = Caller.cli()
+        caller = Caller.cli(break_glass=self.break_glass)
         if not options["yes"]:
             status = target_status(target)
             status.refuse_problems()
@@ -528,7 +578,7 @@ class Command(BaseCommand):
             )
         if options["mark_applied"] and action != "repair":
             raise CommandError("--mark-applied belongs to repair", returncode=EXIT_BAD_INPUT)
-        caller, expected = Caller.cli(), None
+        caller, expected = Caller.cli(break_glass=self.break_glass), None
         if not options["yes"]:
             plan = maintenance_preview(
                 action=action,

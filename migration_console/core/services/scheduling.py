@@ -1,0 +1,40 @@
+"""When a run may start: its own ``run_at`` and its target's maintenance window.
+
+The job of a scheduled run is deferred with procrastinate's ``schedule_at``; a run
+whose job comes up outside the window (a worker that was down past its closing) is
+deferred again to the next opening rather than started late.
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from migration_console.core.services.windows import Window, parse_window
+from migration_console.targets import TargetConfig
+
+
+def target_config(target_name: str) -> TargetConfig | None:
+    return settings.MIGRATION_TARGETS.get(target_name)
+
+
+def target_window(target_name: str) -> Window | None:
+    config = target_config(target_name)
+    return parse_window(config.window) if config is not None and config.window else None
+
+
+def next_opening(target_name: str, now: datetime | None = None) -> datetime | None:
+    """When the target's window next opens (now while it is open); None: no window."""
+    window = target_window(target_name)
+    return window.next_opening(now or timezone.now()) if window else None
+
+
+def earliest_start(target_name: str, run_at: datetime | None) -> datetime | None:
+    """When a run asked for ``run_at`` may start: None for right away, else the later
+    of ``run_at`` and the next opening of the target's window at or after it."""
+    now = timezone.now()
+    start = run_at if run_at is not None and run_at > now else now
+    window = target_window(target_name)
+    if window is not None:
+        start = window.next_opening(start)
+    return start if start > now else None
