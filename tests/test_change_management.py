@@ -1,13 +1,17 @@
 """Change management: two-person approval, stale plans, expiry, scheduled runs,
 maintenance windows, break-glass CLI runs. Real worker processes execute the runs."""
 
+import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
 
+from accounts.tokens import token_create
 from migration_console.core.models import Approval, AuditEvent, Run
 from migration_console.core.services.approvals import request_decide, requests_expire
 from migration_console.core.services.caller import Caller
@@ -18,11 +22,19 @@ from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get
 from migration_console.core.services.windows import WindowError, parse_window
 from migration_console.targets import load_targets_file
+from tests.api_support import API, assert_json_error, bearer
 from tests.conftest import migrate_sql
 from tests.test_console_support import make_user
 from tests.test_ops_webhook import Receiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
@@ -147,6 +159,16 @@ def test_a_run_at_5s_ahead_waits_then_runs(target, start_worker):
     assert target.table_exists("a")
 
 
+def test_a_run_scheduled_for_later_does_not_hold_back_a_run_now(target, start_worker):
+    target.write("001_a.sql", "CREATE TABLE a (id int);\n")
+    start_worker()
+    alice = make_user("superuser", "alice")
+    later = request(target, alice, run_at=datetime.now(UTC) + timedelta(hours=1))
+    now = request(target, alice)
+    assert run_wait(run_id=now.pk, timeout=60).state == "success"
+    assert Run.objects.get(pk=later.pk).state == "scheduled"
+
+
 def test_a_window_that_opens_in_a_few_seconds_holds_the_run_until_then(
     target, settings, start_worker
 ):
@@ -238,3 +260,56 @@ def test_the_targets_file_refuses_a_bad_policy_naming_the_key(tmp_path):
     path.write_text("prod:\n" + base + "  approvals: 2\n  window: 'sat,sun 02:00-05:00 UTC'\n")
     config = load_targets_file(str(path))["prod"]
     assert (config.approvals, config.window) == (2, "sat,sun 02:00-05:00 UTC")
+
+
+# --- the API -------------------------------------------------------------------------
+def api_post(client, path: str, token: str, body: dict):
+    return client.post(
+        f"{API}{path}", json.dumps(body), content_type="application/json", headers=bearer(token)
+    )
+
+
+def test_the_api_requests_approves_and_refuses_self_approval(target, settings):
+    target.write("001_a.sql", "CREATE TABLE a (id int);\n")
+    with_policy(settings, target, approvals=1)
+    alice, bob = make_user("superuser", "alice"), make_user("superuser", "bob")
+    alice_token, bob_token = token_create(user=alice).raw, token_create(user=bob).raw
+    client = Client()
+    answer = api_post(client, "run", alice_token, {"confirm": True})
+    assert answer.status_code == 202, answer.content
+    body = answer.json()
+    assert (body["status"], body["approvals_required"]) == ("awaiting_approval", 1)
+    run_id = body["run"]
+    own = api_post(client, f"runs/{run_id}/approve", alice_token, {"confirm": True})
+    assert_json_error(own, 409, "refused")
+    assert own.json()["reason"] == "own_request"
+    approved = api_post(
+        client, f"runs/{run_id}/approve", bob_token, {"confirm": True, "comment": "looks fine"}
+    )
+    assert approved.status_code == 200, approved.content
+    assert approved.json()["state"] == "queued"
+    again = api_post(client, f"runs/{run_id}/reject", bob_token, {"confirm": True})
+    assert_json_error(again, 409, "refused")
+    assert_json_error(api_post(client, "runs/999999/approve", bob_token, {"confirm": True}), 404)
+    assert_json_error(
+        api_post(client, f"runs/{run_id}/approve", bob_token, {"confirm": True, "comment": 5}),
+        400,
+    )
+    actions = set(AuditEvent.objects.filter(run_id=run_id).values_list("action", "outcome"))
+    assert {("request", "requested"), ("approve", "refused"), ("approve", "approved")} <= actions
+
+
+def test_the_api_schedules_a_run_at_and_refuses_a_bad_one(target):
+    target.write("001_a.sql", "CREATE TABLE a (id int);\n")
+    token = token_create(user=make_user("superuser", "alice")).raw
+    client = Client()
+    at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    answer = api_post(client, "run", token, {"confirm": True, "run_at": at.isoformat()})
+    assert answer.status_code == 202, answer.content
+    body = answer.json()
+    assert body["status"] == "scheduled"
+    assert datetime.fromisoformat(body["run_at"]) == at
+    for bad in ("tomorrow", "2026-12-05T02:00:00", 1764900000):
+        refused = api_post(client, "run", token, {"confirm": True, "run_at": bad})
+        assert_json_error(refused, 400)
+        assert "run_at" in refused.json()["message"]

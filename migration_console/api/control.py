@@ -8,13 +8,17 @@ from migration_console.api.endpoint import ApiRequest, endpoint, json_response
 from migration_console.api.schemas import (
     CancelRequest,
     CancelResult,
+    DecisionRequest,
     Locked,
     Refused,
+    RunDetail,
     UnlockRequest,
     UnlockResult,
 )
 from migration_console.api.service import DATABASE, answers, api
+from migration_console.core.services.approvals import request_decide
 from migration_console.core.services.control import lock_break, run_cancel
+from migration_console.core.services.jobs import run_as_dict
 
 
 @api.post(
@@ -63,3 +67,39 @@ def unlock(request: HttpRequest, body: UnlockRequest, database: str = DATABASE):
     return json_response(
         200, lock_break(target_name=target.name, caller=api_request.caller, force=body.force)
     )
+
+
+def _decide(request: HttpRequest, run_id: int, body: DecisionRequest, *, approve: bool):
+    api_request: ApiRequest = request.auth
+    api_request.audited = True  # request_decide writes the audit row, whatever happens
+    run = request_decide(
+        run_id=run_id, caller=api_request.caller, approve=approve, comment=body.comment
+    )
+    return json_response(200, run_as_dict(run))
+
+
+@api.post(
+    "runs/{run_id}/approve",
+    response=answers({200: RunDetail, 409: Refused}),
+    operation_id="approveRun",
+    summary="approve a requested run (another superuser than its requester); the last "
+    "approval queues it",
+)
+@endpoint(action="approve", changes=True)
+def approve(request: HttpRequest, run_id: int, body: DecisionRequest):
+    """200: the run as it is now (``queued``/``scheduled`` after the last approval, still
+    ``awaiting_approval`` before); 409: your own request, already decided by you, or
+    not awaiting approval; 404: no such run."""
+    return _decide(request, run_id, body, approve=True)
+
+
+@api.post(
+    "runs/{run_id}/reject",
+    response=answers({200: RunDetail, 409: Refused}),
+    operation_id="rejectRun",
+    summary="reject a requested run: it ends rejected and never runs",
+)
+@endpoint(action="reject", changes=True)
+def reject(request: HttpRequest, run_id: int, body: DecisionRequest):
+    """200: the run, ``rejected``; 409: your own request or not awaiting approval."""
+    return _decide(request, run_id, body, approve=False)

@@ -89,7 +89,45 @@ class Waited(Confirmed):
 
 
 class RunStart(Waited):
-    """``POST run``: confirm, and whether to wait for the worker."""
+    """``POST run``: confirm, whether to wait for the worker, and when to start."""
+
+    run_at: datetime | None = Field(
+        None,
+        description="ISO 8601 with a time zone: not before then (state scheduled); "
+        "a target with a window also waits for its next opening",
+        examples=["2026-12-05T02:00:00Z"],
+    )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _aware_iso_8601(cls, value):
+        if value is None:
+            return value
+        if not isinstance(value, str):
+            raise _refuse('"run_at" must be an ISO 8601 date and time, got {got}', value)
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _refuse('"run_at" is not an ISO 8601 date and time: {got}', value) from None
+        if moment.tzinfo is None:
+            raise _refuse(
+                '"run_at" needs a time zone (e.g. 2026-12-05T02:00:00Z or +01:00), got {got}',
+                value,
+            )
+        return moment
+
+
+class DecisionRequest(Confirmed):
+    """``POST runs/<id>/approve`` or ``.../reject``."""
+
+    comment: str = Field("", max_length=2000, description="why; shown on the request")
+
+    @field_validator("comment", mode="before")
+    @classmethod
+    def _text(cls, value):
+        if not isinstance(value, str):
+            raise _refuse('"comment" must be a string, got {got}', value)
+        return value
 
 
 class CancelRequest(Confirmed):
@@ -250,9 +288,13 @@ class History(BaseModel):
 class Queued(BaseModel):
     """The job is queued (or still running): follow it at ``url``."""
 
-    status: Literal["queued"]
+    status: Literal["queued", "scheduled", "awaiting_approval"]
     run: int
     url: str = Field(examples=["/admin/migrations/runs/42"])
+    run_at: datetime | None = Field(None, description="scheduled: not before then")
+    approvals_required: int | None = Field(
+        None, description="awaiting_approval: distinct superusers (not the requester) needed"
+    )
 
 
 class Step(BaseModel):

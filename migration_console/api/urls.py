@@ -23,6 +23,16 @@ urlpatterns = [
         django_view("runs/{run_id}/cancel"),
         name="run-cancel",
     ),
+    path(
+        "admin/migrations/runs/<int:run_id>/approve",
+        django_view("runs/{run_id}/approve"),
+        name="run-approve",
+    ),
+    path(
+        "admin/migrations/runs/<int:run_id>/reject",
+        django_view("runs/{run_id}/reject"),
+        name="run-reject",
+    ),
     path("admin/migrations/unlock", django_view("unlock"), name="unlock"),
     path("admin/migrations/openapi.json", django_view("openapi.json"), name="openapi"),
     re_path(r"^admin/migrations(?:/(?P<rest>.*))?$", views.not_found, name="not_found"),

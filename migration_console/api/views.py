@@ -41,6 +41,7 @@ from migration_console.core.services.jobs import (
     run_wait,
 )
 from migration_console.core.services.runs import run_close_if_dead
+from migration_console.core.services.scheduling import target_policy_needs_plan
 from migration_console.core.services.status import target_status, target_status_json
 
 BIGINT_MAX = 2**63 - 1
@@ -97,10 +98,25 @@ def history(request: HttpRequest, database: str = DATABASE):
 def _answer(run: Run, wait: bool) -> HttpResponse:
     """The run's own answer once a worker has settled it (waiting at most
     MIGRATION_API_WAIT seconds), else 202 with the address to follow it at."""
+    url = reverse("migrations_api:run-detail", args=[run.pk])
+    if run.state == Run.State.AWAITING_APPROVAL:  # no worker takes it before its approvals
+        return json_response(
+            202,
+            {
+                "status": run.state,
+                "run": run.pk,
+                "url": url,
+                "approvals_required": run.approvals_required,
+            },
+        )
+    if run.state == Run.State.SCHEDULED:
+        return json_response(
+            202,
+            {"status": run.state, "run": run.pk, "url": url, "run_at": run.run_at.isoformat()},
+        )
     if wait:
         run = run_wait(run_id=run.pk, timeout=settings.MIGRATION_API_WAIT)
     if not run_settled(run):
-        url = reverse("migrations_api:run-detail", args=[run.pk])
         return json_response(202, {"status": "queued", "run": run.pk, "url": url})
     return json_response(*recorded_answer(run))
 
@@ -127,7 +143,13 @@ def run(request: HttpRequest, body: RunStart, database: str = DATABASE):
     api_request: ApiRequest = request.auth
     target = api_request.target()
     api_request.audited = True  # the worker records the run and its audit row, whatever happens
-    queued = run_start(target_name=target.name, caller=api_request.caller, plan_hash="")
+    plan_hash = ""
+    if target_policy_needs_plan(target.name):
+        # A request is bound to the plan as it is now: a change before it runs is stale.
+        plan_hash = target_status(target, with_lock_holder=False).plan_hash
+    queued = run_start(
+        target_name=target.name, caller=api_request.caller, plan_hash=plan_hash, run_at=body.run_at
+    )
     return _answer(queued, body.wait)
 
 

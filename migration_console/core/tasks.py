@@ -66,6 +66,14 @@ def execute_run(context: JobContext, run_id: int) -> str:
     return result
 
 
+@app.task(name="migration_console.release_run", queue=QUEUE)
+def release_run(run_id: int) -> str:
+    """A scheduled run's time has come (``jobs.job_defer``): queue its locked job."""
+    from migration_console.core.services.jobs import run_release
+
+    return run_release(run_id)
+
+
 def _every_few_seconds() -> str:
     seconds = min(59, max(1, round(settings.MIGRATION_WORKER_RECOVERY_EVERY)))
     return f"* * * * * */{seconds}"  # croniter: a sixth field is the seconds

@@ -98,11 +98,7 @@ def run_claim(run_id: int) -> Run | None:
     withdrawn meanwhile: then there is nothing to do."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.state not in (
-            Run.State.QUEUED,
-            Run.State.SCHEDULED,
-            Run.State.RUNNING,
-        ):
+        if run is None or run.state not in (Run.State.QUEUED, Run.State.RUNNING):
             return None
         taken_over = run.state == Run.State.RUNNING
         run.attempts += 1

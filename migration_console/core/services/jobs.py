@@ -93,15 +93,32 @@ def run_start(
 
 def job_defer(run: Run, start: datetime | None) -> None:
     """Give ``run`` its job (to be saved by the caller): now (``queued``) or at
-    ``start`` (``scheduled``: procrastinate's ``schedule_at``)."""
-    from migration_console.core.tasks import execute_run
+    ``start`` (``scheduled``).
 
-    options = {"lock": target_lock(run.target)}
-    if start is not None:
-        options["schedule_at"] = start
-        run.run_at = start
-    run.state = Run.State.SCHEDULED if start is not None else Run.State.QUEUED
-    run.job_id = execute_run.configure(**options).defer(run_id=run.pk)
+    A scheduled run's job is a lock-free ``release_run`` at ``start`` that then queues
+    the locked ``execute_run``: procrastinate runs the jobs of one lock in id order,
+    scheduled or not, so a locked job waiting for tomorrow would hold back every
+    later run of its target until then."""
+    from migration_console.core.tasks import execute_run, release_run
+
+    if start is None:
+        run.state = Run.State.QUEUED
+        run.job_id = execute_run.configure(lock=target_lock(run.target)).defer(run_id=run.pk)
+        return
+    run.state = Run.State.SCHEDULED
+    run.run_at = start
+    run.job_id = release_run.configure(schedule_at=start).defer(run_id=run.pk)
+
+
+def run_release(run_id: int) -> str:
+    """A scheduled run's time has come: queue its locked job (``release_run``)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.state != Run.State.SCHEDULED:
+            return f"run #{run_id}: no longer scheduled"
+        job_defer(run, None)
+        run.save(update_fields=["state", "job_id"])
+    return f"run #{run_id}: queued"
 
 
 # --- what became of a run ---------------------------------------------------------------

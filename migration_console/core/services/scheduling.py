@@ -38,3 +38,9 @@ def earliest_start(target_name: str, run_at: datetime | None) -> datetime | None
     if window is not None:
         start = window.next_opening(start)
     return start if start > now else None
+
+
+def target_policy_needs_plan(target_name: str) -> bool:
+    """Whether a run asked for on this target becomes a request, bound to its plan."""
+    config = target_config(target_name)
+    return config is not None and config.approvals > 0
