@@ -2,7 +2,7 @@
 against the goals of the Performance section; figures also land in
 bench/results/*.json.
 
-    python bench/run_all.py            # about 6 minutes on the 2-core machine
+    python bench/run_all.py            # about 9 minutes on the 2-core machine
     python bench/run_all.py --quick    # fewer rounds, shorter load: a smoke run
 """
 
@@ -17,9 +17,10 @@ sys.path.insert(0, str(BENCH))
 
 import api_load  # noqa: E402
 import apply  # noqa: E402
+import ddl_impact  # noqa: E402
 import startup  # noqa: E402
 import status_scale  # noqa: E402
-from common import machine, save_results, table  # noqa: E402
+from common import machine, median, save_results, table  # noqa: E402
 
 
 def ensure_yoyo() -> None:
@@ -30,6 +31,26 @@ def ensure_yoyo() -> None:
             [sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{BENCH.parent}[bench]"],
             check=False,
         )
+
+
+def ddl_rows(ddl: dict) -> list[list[str]]:
+    """The DDL benchmark's scenarios and its goal checks, as summary rows."""
+    rows = []
+    for scenario in ddl["scenarios"]:
+        runs = ddl["results"][scenario]
+        med = lambda key, runs=runs: median([r[key] for r in runs])  # noqa: E731
+        rows.append(
+            [
+                f"blocked ALTER, {ddl['rate']:.0f} q/s app load: {scenario}",
+                "",
+                f"max {med('max_latency'):.2f} s, p99 {1000 * med('p99_latency'):.0f} ms,"
+                f" stall {med('stall_seconds'):.1f} s, done"
+                f" {med('done_after_blocker'):+.1f} s after the blocker",
+            ]
+        )
+    for goal, target, measured, met in ddl["goals"]:
+        rows.append([f"  {goal}", target, f"{measured} {met}".strip()])
+    return rows
 
 
 def main() -> int:
@@ -110,6 +131,9 @@ def main() -> int:
                 f"{load['achieved_rate']:.0f} req/s / {load['errors']}",
             ]
         )
+
+    print("\n== application latency during a blocked migration ==", flush=True)
+    rows.extend(ddl_rows(ddl_impact.main(["--quick"] if args.quick else [])))
 
     print()
     print(f"machine: {machine()}")

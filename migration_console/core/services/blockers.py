@@ -9,7 +9,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from migration_console.core.services.targets import Target, target_connect
 
@@ -21,7 +21,7 @@ _BLOCKERS_SQL = """
 SELECT a.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''),
        coalesce(a.state, ''),
        extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
-       left(coalesce(a.query, ''), %s)
+       left(coalesce(a.query, ''), %s), a.xact_start
   FROM pg_stat_activity a
  WHERE a.pid = ANY(pg_blocking_pids(%s))
  ORDER BY a.xact_start NULLS LAST, a.pid
@@ -36,6 +36,7 @@ class Blocker:
     state: str
     xact_age_seconds: float | None
     query: str
+    xact_start: object = field(default=None, compare=False)  # tells one transaction from the next
 
     def as_dict(self) -> dict:
         return {
@@ -105,6 +106,21 @@ class BlockerWatch:
         finally:
             with self._wake:
                 self._since = None
+
+    def released(self, blockers: list[Blocker]) -> bool:
+        """Whether every one of ``blockers`` has ended the transaction it blocked in
+        (or its session): then the next attempt need not wait out its back-off."""
+        if not blockers or self._conn is None or self._conn.closed or self._conn.broken:
+            return False
+        try:
+            rows = self._conn.execute(
+                "SELECT pid, xact_start FROM pg_stat_activity WHERE pid = ANY(%s)",
+                [[blocker.pid for blocker in blockers]],
+            ).fetchall()
+        except Exception:
+            return False
+        still = {(pid, start) for pid, start in rows}
+        return not any((b.pid, b.xact_start) in still for b in blockers if b.xact_start)
 
     def close(self) -> None:
         with self._wake:

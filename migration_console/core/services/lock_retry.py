@@ -71,15 +71,16 @@ def retry_wait(attempt: int) -> float:
     return min(cap, base * random.uniform(0.75, 1.25))  # noqa: S311 (jitter, not a secret)
 
 
-def wait_unless_stopped(seconds: float, stop_requested) -> str | None:
-    """Sleep ``seconds``, asking ``stop_requested()`` often: a cancel ends the wait."""
+def wait_unless_stopped(seconds: float, stop_requested, ready=lambda: False) -> str | None:
+    """Sleep up to ``seconds``, asking ``stop_requested()`` often (a cancel ends the wait)
+    and ``ready()`` (the blockers seen have let go: no reason to wait longer)."""
     deadline = time.monotonic() + seconds
     while True:
         reason = stop_requested()
         if reason:
             return reason
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or ready():
             return None
         time.sleep(min(STOP_CHECK_SECONDS, left))
 

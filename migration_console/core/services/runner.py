@@ -407,7 +407,10 @@ def _apply_one(
                         next_attempt_in_seconds=pause,
                     )
                 )
-                stop = wait_unless_stopped(pause, observer.stop_requested)
+                seen = list(watch.latest)
+                stop = wait_unless_stopped(
+                    pause, observer.stop_requested, ready=lambda seen=seen: watch.released(seen)
+                )
                 if stop:
                     return step(CANCELLED, stop), stop
     except ScriptFailed as failure:
