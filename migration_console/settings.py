@@ -20,6 +20,7 @@ from migration_console.env import (
     env_networks,
     env_str,
 )
+from migration_console.target_groups import load_groups
 from migration_console.targets import django_database, load_targets
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -101,6 +102,7 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 
 MIGRATION_TARGETS = load_targets(BASE_DIR, DEV_TARGET_DSN)
+MIGRATION_GROUPS = load_groups(MIGRATION_TARGETS)  # fleets: the targets file's groups:
 for _target in MIGRATION_TARGETS.values():
     DATABASES[_target.name] = django_database(_target)
 DATABASE_ROUTERS = ["migration_console.core.routers.TargetDatabaseRouter"]

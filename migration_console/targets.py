@@ -12,6 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 DEFAULT_TARGET = "db_main"
+GROUPS_KEY = "groups"  # reserved at the top of the targets file
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _ALLOWED_KEYS = {"dsn", "schema", "path", "approvals", "window"}
@@ -88,7 +89,8 @@ def _validate(
     return TargetConfig(name=name, dsn=dsn, schema=schema, path=path)
 
 
-def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
+def read_targets_yaml(file_path: str) -> dict:
+    """The targets file, parsed (duplicate keys refused): target names and ``groups``."""
     import yaml
 
     try:
@@ -126,8 +128,15 @@ def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
             f"MIGRATION_TARGETS_FILE {file_path}: expected a mapping of target names"
         )
 
+    return data
+
+
+def load_targets_file(file_path: str) -> dict[str, TargetConfig]:
+    data = read_targets_yaml(file_path)
     targets = {}
     for name, entry in data.items():
+        if name == GROUPS_KEY:
+            continue  # groups of targets (fleets): target_groups.py
         where = f"MIGRATION_TARGETS_FILE {name}"
         if not isinstance(entry, dict):
             raise ImproperlyConfigured(f"{where}: expected a mapping with dsn, schema, path")

@@ -265,6 +265,16 @@ def _targets_file(settings, directory: Path) -> Path:
         }
         for name, config in settings.MIGRATION_TARGETS.items()
     }
+    groups = {}
+    for name, group in getattr(settings, "MIGRATION_GROUPS", {}).items():
+        entry = {"parallel": group.parallel, "canary": group.canary, "on_error": group.on_error}
+        if group.schemas_query:
+            entry.update(dsn=group.dsn, path=group.path, schemas=group.schemas_query)
+        else:
+            entry["targets"] = list(group.targets)
+        groups[name] = entry
+    if groups:
+        entries["groups"] = groups
     path = directory / f"targets-{uuid.uuid4().hex[:8]}.yaml"
     path.write_text(yaml.safe_dump(entries))
     return path

@@ -91,12 +91,24 @@ class Waited(Confirmed):
 class RunStart(Waited):
     """``POST run``: confirm, whether to wait for the worker, and when to start."""
 
+    group: str | None = Field(
+        None,
+        description="run every member of this group of targets (a fleet) instead of "
+        "?database=; answers 202 with the group's parent run",
+    )
     run_at: datetime | None = Field(
         None,
         description="ISO 8601 with a time zone: not before then (state scheduled); "
         "a target with a window also waits for its next opening",
         examples=["2026-12-05T02:00:00Z"],
     )
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group_name(cls, value):
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 63):
+            raise _refuse('"group" must be a group\'s name, got {got}', value)
+        return value
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -276,6 +288,24 @@ class Status(BaseModel):
     lock_holder: LockHolder | None = None
     plan_hash: str = ""
     problems: list[Problem]
+
+
+class GroupMember(BaseModel):
+    database: str = Field(examples=["tenants/tenant_001"])
+    pending_count: int = Field(ge=0)
+    applied_count: int = Field(ge=0)
+    failed_count: int = Field(ge=0)
+    drifted_count: int = Field(ge=0)
+    problems: list[Problem]
+
+
+class GroupStatus(BaseModel):
+    """``?group=NAME``: one summary per member of a group of targets."""
+
+    group: str
+    members: list[GroupMember]
+    total_members: int = Field(ge=0)
+    totals: dict[str, int] = {}
 
 
 class History(BaseModel):

@@ -89,6 +89,9 @@ DATABASE = Query(
     DEFAULT_TARGET,
     description="the target's name (default db_main); an unknown name is 404",
 )
+GROUP = Query(
+    None, description="a group of targets: one summary per member (instead of ?database=)"
+)
 _REFUSALS = (401, 403, 404, 405, 429, 500, 503)
 
 
@@ -112,6 +115,10 @@ def django_view(path: str):
 @cache
 def openapi_document() -> dict:
     """The generated document, as plain JSON (status codes as strings)."""
+    # The operations register themselves when their modules are imported (the URLconf
+    # does that); a caller outside a request (a test, a script) may come first.
+    from migration_console.api import control, views  # noqa: F401
+
     document = json.loads(json.dumps(api.get_openapi_schema(path_prefix=conf.PREFIX[1:])))
     if not document.get("servers"):
         document.pop("servers", None)  # ninja's empty list says nothing

@@ -17,6 +17,7 @@ from migration_console.api.schemas import (
     ActionResult,
     BaselineRequest,
     Error,
+    GroupStatus,
     History,
     Locked,
     Queued,
@@ -31,8 +32,10 @@ from migration_console.api.schemas import (
     RunUpToDate,
     Status,
 )
-from migration_console.api.service import DATABASE, answers, api, openapi_document
+from migration_console.api.service import DATABASE, GROUP, answers, api, openapi_document
 from migration_console.core.models import Run
+from migration_console.core.services.fleet import group_run_start, group_status_answer
+from migration_console.core.services.groups import group_get
 from migration_console.core.services.jobs import (
     recorded_answer,
     run_as_dict,
@@ -52,15 +55,18 @@ BIGINT_MAX = 2**63 - 1
 
 @api.get(
     "status",
-    response=answers({200: Status}, body=False),
+    response=answers({200: Status | GroupStatus}, body=False),
     operation_id="getStatus",
     summary="state of every migration of a target",
 )
 @endpoint(action="status")
-def status(request: HttpRequest, database: str = DATABASE):
+def status(request: HttpRequest, database: str = DATABASE, group: str | None = GROUP):
     """SPEC's status JSON, served as cached bytes while the files, the tracking rows
-    and the lock holder are unchanged (see ``target_status_json``)."""
+    and the lock holder are unchanged (see ``target_status_json``); with ``?group=``,
+    one summary per member of the group."""
     api_request: ApiRequest = request.auth
+    if group is not None:
+        return json_response(200, group_status_answer(group_get(group)))
     body = target_status_json(api_request.target(), lint=True)
     response = HttpResponse(body, content_type="application/json")
     response["Cache-Control"] = "no-store"
@@ -141,6 +147,12 @@ def run(request: HttpRequest, body: RunStart, database: str = DATABASE):
     or the wait ended first; 409: another run holds the lock, or the run would be
     unsafe; 500: a migration failed (``details``: the database's message)."""
     api_request: ApiRequest = request.auth
+    if body.group is not None:
+        api_request.audited = True  # run_start records the request; the group its run
+        parent = group_run_start(
+            group=group_get(body.group), caller=api_request.caller, run_at=body.run_at
+        )
+        return _answer(parent, wait=False)
     target = api_request.target()
     api_request.audited = True  # the worker records the run and its audit row, whatever happens
     plan_hash = ""

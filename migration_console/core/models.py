@@ -68,7 +68,7 @@ class Run(models.Model):
         State.STALE,
     )
 
-    target = models.CharField(max_length=63)
+    target = models.CharField(max_length=128)  # a target, a group, or <group>/<schema>
     action = models.CharField(max_length=32, default="run")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     requested_by = models.CharField(max_length=150)
@@ -96,6 +96,10 @@ class Run(models.Model):
     run_at = models.DateTimeField(null=True, blank=True)  # not before (a schedule or a window)
     approvals_required = models.PositiveSmallIntegerField(default=0)
     break_glass = models.BooleanField(default=False)  # a CLI run past the target's policy
+    # A group run is a parent Run; each member's run is an ordinary Run pointing at it.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="members"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -173,7 +177,7 @@ class AuditEvent(models.Model):
     )
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    target = models.CharField(max_length=63, blank=True)
+    target = models.CharField(max_length=128, blank=True)
     action = models.CharField(max_length=32, db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     migrations = models.JSONField(default=list, blank=True)

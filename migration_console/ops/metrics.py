@@ -20,6 +20,8 @@ from accounts.ip import client_ip, ip_allowed
 from migration_console.core.models import AuditEvent, Channel
 from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
+from migration_console.core.services.fleet import group_status_answer
+from migration_console.core.services.groups import group_get, group_names
 from migration_console.core.services.jobs import queued_runs, workers_live
 from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get, target_names
@@ -32,7 +34,11 @@ PENDING = "migration_console_pending_migrations"
 LOCK_HELD = "migration_console_lock_held"
 WORKERS = "migration_console_workers"
 QUEUED_RUNS = "migration_console_queued_runs"
-SERIES = (DURATION, TOTAL, PENDING, LOCK_HELD, WORKERS, QUEUED_RUNS)
+GROUP_MEMBERS = "migration_console_group_members"
+SERIES = (DURATION, TOTAL, PENDING, LOCK_HELD, WORKERS, QUEUED_RUNS, GROUP_MEMBERS)
+# A group larger than this shows only per-group aggregates: a series per tenant of a
+# thousand-schema fleet would swamp Prometheus.
+PER_MEMBER_SERIES_UP_TO = 100
 
 
 class TargetCollector:
@@ -80,10 +86,46 @@ class TargetCollector:
                 total.add_metric([name, state], count)
             pending.add_metric([name], len(status.pending))
             lock_held.add_metric([name], 1 if status.lock_holder else 0)
+        members = GaugeMetricFamily(
+            GROUP_MEMBERS,
+            "Members of a group of targets per state (up_to_date, pending, failed, drifted, "
+            "problems).",
+            labels=["group", "state"],
+        )
+        for name in group_names():
+            try:
+                summaries = group_status_answer(group_get(name))["members"]
+            except Exception as exc:
+                message = getattr(exc, "message", None) or type(exc).__name__
+                logger.warning("metrics: cannot read group %s: %s", name, message)
+                continue
+            for state, count in _member_states(summaries).items():
+                members.add_metric([name, state], count)
+            if len(summaries) <= PER_MEMBER_SERIES_UP_TO:
+                for summary in summaries:
+                    pending.add_metric([summary["database"]], summary["pending_count"])
         yield duration
         yield total
         yield pending
         yield lock_held
+        yield members
+
+
+def _member_states(summaries: list[dict]) -> dict[str, int]:
+    """Each member counted once, by its worst state."""
+    states = dict.fromkeys(("up_to_date", "pending", "failed", "drifted", "problems"), 0)
+    for m in summaries:
+        if m["problems"]:
+            states["problems"] += 1
+        elif m["failed_count"]:
+            states["failed"] += 1
+        elif m["drifted_count"]:
+            states["drifted"] += 1
+        elif m["pending_count"]:
+            states["pending"] += 1
+        else:
+            states["up_to_date"] += 1
+    return states
 
 
 class WorkerCollector:

@@ -58,7 +58,7 @@ def audit_record(
 ) -> AuditEvent:
     """Write the audit row of one attempt by ``caller`` (and log it)."""
     actor = clean_text(caller.actor, limit=150)
-    target = clean_text(target, limit=63)
+    target = clean_text(target, limit=128)
     action = clean_text(action, limit=32)
     migrations = [clean_text(version, limit=200) for version in migrations or []]
     event = AuditEvent.objects.create(

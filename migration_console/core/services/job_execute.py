@@ -28,6 +28,7 @@ from migration_console.core.services.errors import (
     RunRefused,
     UnknownTarget,
 )
+from migration_console.core.services.fleet import GROUP_KEY, group_advance
 from migration_console.core.services.jobs import (
     ERROR_KEY,
     SHUTDOWN_REASON,
@@ -220,9 +221,22 @@ def run_job_execute(*, run_id: int, stop_reason: Callable[[], str | None]) -> st
     held = run_hold(run_id)
     if held:
         return held
+    if GROUP_KEY in (
+        Run.objects.filter(pk=run_id).values_list("arguments", flat=True).first() or {}
+    ):
+        group_advance(run_id)  # a group's parent: its members are the jobs
+        return f"run #{run_id}: group started"
     run = run_claim(run_id)
     if run is None:
         return f"run #{run_id}: nothing to do (finished, withdrawn or gone)"
+    try:
+        return _attempt(run, stop_reason)
+    finally:
+        if run.parent_id:
+            group_advance(run.parent_id)
+
+
+def _attempt(run: Run, stop_reason: Callable[[], str | None]) -> str:
     observer = JobObserver(run, stop_reason)
     try:
         outcome = _execute(run, observer)

@@ -274,7 +274,22 @@ def run_as_dict(run: Run) -> dict:
         "steps": [{name: step.get(name) for name in STEP_FIELDS} for step in run.steps],
         "blockers": (run.lock_wait or {}).get("blockers", []),
         "message": run.message,
+        **({"members": _members(run)} if "group" in (run.arguments or {}) else {}),
     }
+
+
+def _members(parent: Run) -> list[dict]:
+    """A group's members as its parent run shows them: each one's run and state
+    (``not_started`` for members not started yet)."""
+    started = {run.target: run for run in parent.members.all()}
+    return [
+        {
+            "database": name,
+            "run": started[name].pk if name in started else None,
+            "state": started[name].state if name in started else "not_started",
+        }
+        for name in (parent.arguments or {}).get("members", [])
+    ]
 
 
 # --- workers, for the console's warning and /metrics --------------------------------------

@@ -196,7 +196,8 @@ class RunRecorder:
             )
             if self.target is None:
                 raise DatabaseError(f"run {run.pk} could not be recorded in the console database")
-        notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded, never raises
+        if run.parent_id is None:  # a group posts once, for the whole group
+            notify_run_finished(run)  # MIGRATION_WEBHOOK_URL; bounded, never raises
 
     def _hold_run_tag(self, stack: contextlib.ExitStack) -> None:
         """While the records wait for the console database, a session tagged with the

@@ -10,12 +10,20 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
+from migration_console.core.services.targets import MEMBER_SEPARATOR
 from migration_console.core.services.windows import Window, parse_window
+from migration_console.target_groups import GroupConfig
 from migration_console.targets import TargetConfig
 
 
-def target_config(target_name: str) -> TargetConfig | None:
-    return settings.MIGRATION_TARGETS.get(target_name)
+def target_config(target_name: str) -> TargetConfig | GroupConfig | None:
+    """Whose approvals and window govern ``target_name``: the target's, a group's (for
+    the group and each of its schema members)."""
+    groups = getattr(settings, "MIGRATION_GROUPS", {})
+    found = settings.MIGRATION_TARGETS.get(target_name) or groups.get(target_name)
+    if found is None and MEMBER_SEPARATOR in target_name:
+        found = groups.get(target_name.partition(MEMBER_SEPARATOR)[0])
+    return found
 
 
 def target_window(target_name: str) -> Window | None:

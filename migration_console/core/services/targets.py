@@ -16,6 +16,7 @@ from migration_console.targets import DEFAULT_TARGET, TargetConfig
 # while it is busy in a long statement, and releases its transaction and lock.
 CONNECTION_CHECK_INTERVAL = "2s"
 CONNECT_TIMEOUT_SECONDS = 10
+MEMBER_SEPARATOR = "/"  # <group>/<schema>: a member of a schema group
 T = TypeVar("T")
 
 
@@ -25,6 +26,10 @@ class Target:
     dsn: str = field(repr=False)  # may hold a password
     schema: str
     path: str
+    # Members of a schema group run with their schema first on the search_path, so a
+    # tenant's files create their objects in the tenant's schema.
+    search_path: str | None = None
+    group: str = ""  # the group it is a member of, if any
 
     @property
     def display_dsn(self) -> str:
@@ -45,6 +50,10 @@ def target_names() -> list[str]:
 
 def target_get(name: str | None = None, *, path: str | None = None) -> Target:
     name = name or DEFAULT_TARGET
+    if MEMBER_SEPARATOR in name:
+        from migration_console.core.services.groups import member_target
+
+        return member_target(name, path=path)
     config: TargetConfig | None = settings.MIGRATION_TARGETS.get(name)
     if config is None:
         raise UnknownTarget(f"unknown database {name!r}")
@@ -70,6 +79,8 @@ def target_connect(
     options = f"{options} -c client_connection_check_interval={CONNECTION_CHECK_INTERVAL}".strip()
     if read_only:
         options += " -c default_transaction_read_only=on"
+    if target.search_path:
+        options += f" -c search_path={target.search_path}"
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     conninfo = make_conninfo(**params, application_name=application_name[:63], options=options)
     try:

@@ -9,7 +9,6 @@ import json
 import sys
 
 import psycopg
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
@@ -25,6 +24,7 @@ from migration_console.core.services.errors import (
     RunRefused,
 )
 from migration_console.core.services.runner import RunObserver, RunOptions
+from migration_console.core.services.scheduling import target_config
 from migration_console.core.services.status import target_status
 from migration_console.core.services.targets import target_get
 from migration_console.targets import DEFAULT_TARGET
@@ -153,6 +153,22 @@ class Command(BaseCommand):
             "--database", default=DEFAULT_TARGET, help="target name (default db_main)"
         )
         parser.add_argument("--path", help="directory of migration files (default: the target's)")
+        parser.add_argument(
+            "--group", help="status/run: every member of this group of targets (a fleet)"
+        )
+        parser.add_argument(
+            "--parallel", type=int, help="run --group: members at once (default: the group's)"
+        )
+        parser.add_argument(
+            "--canary",
+            type=int,
+            help="run --group: members that run first, alone (default: the group's)",
+        )
+        parser.add_argument(
+            "--on-error",
+            choices=("stop", "continue"),
+            help="run --group: after a failed member, start no other (stop) or go on",
+        )
         parser.add_argument(
             "--yes",
             "-y",
@@ -285,6 +301,8 @@ class Command(BaseCommand):
                 returncode=EXIT_BAD_INPUT,
             )
         try:
+            if options["group"]:
+                return self.handle_group(action, options)
             target = target_get(options["database"], path=options["path"])
             self.break_glass = self.policy_gate(target, action, options["break_glass"])
             return getattr(self, f"handle_{action}")(target, options)
@@ -305,10 +323,30 @@ class Command(BaseCommand):
                 f"console database (DATABASE_URL) error: {reason}", returncode=EXIT_FAILED
             ) from None
 
+    def handle_group(self, action: str, options) -> None:
+        from migration_console.core.management import group_commands
+        from migration_console.core.services.groups import group_get
+
+        if action not in group_commands.GROUP_ACTIONS:
+            raise CommandError(
+                f"--group works with status and run, not {action}", returncode=EXIT_BAD_INPUT
+            )
+        for flag in ("parallel", "canary"):
+            if options[flag] is not None and options[flag] < (1 if flag == "parallel" else 0):
+                raise CommandError(
+                    f"--{flag} must be at least {1 if flag == 'parallel' else 0}",
+                    returncode=EXIT_BAD_INPUT,
+                )
+        group = group_get(options["group"])
+        if action == "status":
+            return group_commands.status(self, group.name, options)
+        self.break_glass = self.policy_gate(group, action, options["break_glass"])
+        return group_commands.run(self, group.name, options, break_glass=self.break_glass)
+
     def policy_gate(self, target, action: str, break_glass: bool) -> bool:
-        """Refuse (exit 2, audited) a change to a target whose policy asks for approvals
-        or a window, unless --break-glass; True when this is a break-glass change."""
-        config = settings.MIGRATION_TARGETS.get(target.name)
+        """Refuse (exit 2, audited) a change to a target (or group) whose policy asks for
+        approvals or a window, unless --break-glass; True for a break-glass change."""
+        config = target_config(target.name)
         if action not in CHANGING_ACTIONS or config is None or not config.has_policy:
             return False
         if break_glass:
