@@ -4,6 +4,7 @@ tracking table and lock; canaries, parallelism and the failure policy, from the 
 
 import json
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -201,3 +202,32 @@ def test_the_targets_file_reads_groups_and_refuses_bad_ones_naming_the_key(tmp_p
         path.write_text(head + body)
         with pytest.raises(ImproperlyConfigured, match=message):
             load_groups(load_targets_file(str(path)))
+
+
+def test_a_member_added_between_plan_and_confirm_makes_the_plan_stale(target, fleet, settings):
+    from migration_console.core.services.caller import Caller
+    from migration_console.core.services.errors import RunRefused
+    from migration_console.core.services.fleet import group_plan_hash, group_run_start
+    from migration_console.core.services.groups import group_members
+
+    group, path = fleet(3)
+    (path / "001_items.sql").write_text(ITEMS)
+    shown = group_plan_hash(group, group_members(group))
+    target.query("CREATE SCHEMA tenant_04")  # a tenant signed up meanwhile
+    caller = Caller(actor="root", channel="api")
+    with pytest.raises(RunRefused, match="changed since the plan was shown"):
+        group_run_start(group=group, caller=caller, expected_plan_hash=shown)
+    assert not Run.objects.exists()
+    # Approved requests are checked again when their job comes up.
+    settings.MIGRATION_GROUPS = {"tenants": replace(group, approvals=1)}
+    request = group_run_start(group=settings.MIGRATION_GROUPS["tenants"], caller=caller)
+    assert request.state == "awaiting_approval"
+    target.query("CREATE SCHEMA tenant_05")
+    from migration_console.core.services.job_execute import run_job_execute
+    from migration_console.core.services.jobs import job_defer
+
+    job_defer(request, None)  # as the last approval does
+    request.save()
+    assert "stale" in run_job_execute(run_id=request.pk, stop_reason=lambda: None)
+    request.refresh_from_db()
+    assert request.state == "stale" and not tables_in(target, "items")

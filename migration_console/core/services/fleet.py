@@ -20,7 +20,11 @@ from django.utils import timezone
 from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.audit import audit_record
 from migration_console.core.services.caller import Caller
-from migration_console.core.services.errors import LockNotAcquired, MigrationConsoleError
+from migration_console.core.services.errors import (
+    LockNotAcquired,
+    MigrationConsoleError,
+    RunRefused,
+)
 from migration_console.core.services.runner import RunOptions
 from migration_console.core.services.runs import run_create, run_execute
 from migration_console.target_groups import GroupConfig
@@ -281,19 +285,34 @@ def group_plan_hash(group: GroupConfig, members: list) -> str:
     return digest.hexdigest()
 
 
-def group_run_start(*, group: GroupConfig, caller: Caller, run_at=None, policy=None) -> Run:
+def group_run_start(
+    *,
+    group: GroupConfig,
+    caller: Caller,
+    run_at=None,
+    policy=None,
+    expected_plan_hash: str | None = None,
+) -> Run:
     """A console or API run of every member: the group's parent Run, executed by the
     workers one member job at a time per member (``group_advance``), subject to the
-    group's approvals and window like any run."""
+    group's approvals and window like any run. ``expected_plan_hash``: the plan the
+    caller confirmed; a member or file added since refuses the run."""
     from migration_console.core.services.groups import group_members
     from migration_console.core.services.jobs import run_start
 
     members = group_members(group)
+    plan_hash = group_plan_hash(group, members)
+    if expected_plan_hash and expected_plan_hash != plan_hash:
+        raise RunRefused(
+            f"group {group.name} changed since the plan was shown (a member or a file was "
+            "added, removed or changed); review the new plan and confirm again",
+            reason="plan_changed",
+        )
     policy = policy or FleetPolicy.of(group)
     return run_start(
         target_name=group.name,
         caller=caller,
-        plan_hash=group_plan_hash(group, members),
+        plan_hash=plan_hash,
         planned=[member.name for member in members],
         arguments={
             GROUP_KEY: group.name,

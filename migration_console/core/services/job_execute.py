@@ -28,7 +28,8 @@ from migration_console.core.services.errors import (
     RunRefused,
     UnknownTarget,
 )
-from migration_console.core.services.fleet import GROUP_KEY, group_advance
+from migration_console.core.services.fleet import GROUP_KEY, group_advance, group_plan_hash
+from migration_console.core.services.groups import group_get, group_members
 from migration_console.core.services.jobs import (
     ERROR_KEY,
     SHUTDOWN_REASON,
@@ -171,13 +172,20 @@ def run_hold(run_id: int) -> str:
         return f"run #{run.pk}: outside {run.target}'s window; deferred to {opening.isoformat()}"
     if run.approvals_required and run.action == "run" and run.plan_hash:
         try:
-            current = target_status(target_get(run.target), with_lock_holder=False).plan_hash
+            current = _current_plan_hash(run)
         except MigrationConsoleError:
             return ""  # the run itself will meet and record the trouble
         if current != run.plan_hash:
             request_end_stale(run, current)
             return f"run #{run.pk}: stale, its plan changed since it was requested"
     return ""
+
+
+def _current_plan_hash(run: Run) -> str:
+    if GROUP_KEY in (run.arguments or {}):
+        group = group_get(run.arguments[GROUP_KEY])
+        return group_plan_hash(group, group_members(group))
+    return target_status(target_get(run.target), with_lock_holder=False).plan_hash
 
 
 def _run_options(run: Run, later_attempt: bool) -> RunOptions:
