@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
             "console-progress.png",
             "console-history.png",
         ):
-            print(f"wrote {directory / name}")
+            print(f"wrote {directory / name} and its -dark twin")
     return code
 
 

@@ -72,10 +72,15 @@ def page(browser, live_server):
 
 
 def screenshot(page, name: str) -> None:
+    """The page in the light theme as ``name``, and in the dark one as ``name-dark``."""
     directory = os.environ.get("CONSOLE_SCREENSHOT_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(directory) / name), full_page=True)
+        page.emulate_media(color_scheme="dark")
+        dark = name.replace(".png", "-dark.png")
+        page.screenshot(path=str(Path(directory) / dark), full_page=True)
+        page.emulate_media(color_scheme="light")
 
 
 def log_in(page, username: str = "root") -> None:

@@ -54,7 +54,7 @@ def test_it_shows_each_pending_file_with_sql_checksum_and_mode(target, admin_cli
 
     assert "001_tables.sql" in page and "002_index.sql" in page
     assert "CREATE INDEX CONCURRENTLY a_id ON a (id);" in page
-    assert page.count('<pre class="sql">') == 2
+    assert page.count('<pre class="sql"') == 2
     assert "no transaction" in page and "one transaction" in page
     from migration_console.core.services.discovery import discover
 

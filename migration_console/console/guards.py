@@ -69,7 +69,9 @@ def audit_attempt(
 def admin_context(request, **extra) -> dict:
     from django.contrib import admin
 
-    return {**admin.site.each_context(request), **extra}
+    # Links to the audit review only for those it would answer (no dead ends).
+    may_audit = bool(can_view_audit(getattr(request, "user", None)))
+    return {**admin.site.each_context(request), "may_audit": may_audit, **extra}
 
 
 def denied_response(request, decision: Decision, *, title: str = "Not allowed"):
@@ -225,6 +227,30 @@ def guard_action(request, *, action: str, target: str):
     return None
 
 
+def _wait_words(seconds: int) -> str:
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def login_limited_response(request):
+    """429 for a login over its limit: the admin's look, how long to wait, a way back
+    (the rate's whole period: django-ratelimit counts in fixed windows)."""
+    from django_ratelimit.core import _split_rate
+
+    _, period = _split_rate(conf.login_rate())
+    context = admin_context(
+        request,
+        title="Too many sign-in attempts",
+        wait=_wait_words(period),
+        client_ip=client_ip(request),
+        login_url=request.get_full_path(),
+    )
+    return render(request, "console/login_limited.html", context, status=429)
+
+
 def login_attempt(request, login_view, **kwargs):
     """The admin login with every refused POST audited once: over the per-IP limit
     (429), control characters in a field (400), a wrong password (the row comes from
@@ -244,7 +270,7 @@ def login_attempt(request, login_view, **kwargs):
             message="too many login attempts",
             actor=typed,
         )
-        return ratelimited(request)
+        return login_limited_response(request)
     where = hostile_input(request)
     if where:
         reason = f"control characters in the {where}: refused"

@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.access import can_run
 from accounts.ip import client_ip
@@ -116,6 +116,19 @@ def _target_or_404(name: str) -> Target:
         raise Http404(f"unknown database {name!r}") from None
 
 
+def _choices(page: ActionPage, items: list) -> list[tuple[str, str]]:
+    """(version, label) the picker offers: only versions the action can carry out. A
+    rollback down to a version needs a down file for it and for every newer one."""
+    choices = []
+    for item in items:
+        if item.status not in page.pick_states:
+            continue
+        if page.action == ROLLBACK and not (item.file and item.file.down_path):
+            break  # newest first: nothing older can be reached past this one
+        choices.append((item.version, item.file.filename if item.file else item.version))
+    return choices
+
+
 def _flag(data) -> bool:
     return data.get("mark_applied", "") in ("1", "on", "true")
 
@@ -148,7 +161,7 @@ def _context(
     try:
         status = plan.status if plan else target_status(target, with_lock_holder=True)
         items = reversed(status.items) if page.newest_first else status.items
-        context["choices"] = [item.version for item in items if item.status in page.pick_states]
+        context["choices"] = _choices(page, list(items))
         context["lock_holder"] = status.lock_holder
         if plan is None and version:
             plan = maintenance_plan(
@@ -189,9 +202,12 @@ def maintenance_review(request, name, action):
 
 
 @never_cache
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def maintenance_confirm(request, name, action):
-    """Confirmed action: access, both typed confirmations, the exact plan, then queue it."""
+    """Confirmed action: access, both typed confirmations, the exact plan, then queue it.
+    A GET (a reload of a refused confirmation) goes back to the review."""
+    if request.method != "POST":
+        return redirect(reverse(f"console:target-{action}", args=[name]))
     refused = guard_action(request, action=action, target=name)
     if refused is not None:
         return refused
@@ -201,20 +217,40 @@ def maintenance_confirm(request, name, action):
     mark_applied = action == REPAIR and _flag(request.POST)
     caller = caller_of(request)
 
-    def refuse(message: str, code: int, plan=None):
+    typed_database = request.POST.get("confirm_database", "").strip()
+    typed_version = request.POST.get("confirm_version", "").strip()
+
+    def refuse(message: str, code: int, plan=None, **field_errors):
         audit_attempt(
             request, action=action, outcome=AuditEvent.Outcome.REFUSED, target=name, message=message
         )
-        context = _context(request, page, target, version, mark_applied, plan=plan, error=message)
+        context = _context(
+            request,
+            page,
+            target,
+            version,
+            mark_applied,
+            plan=plan,
+            error=None if field_errors else message,
+        )
+        if field_errors:  # beside their fields; what was typed stays
+            context.update(typed_database=typed_database, typed_version=typed_version)
+            context.update(field_errors)
         return render(request, TEMPLATE, context, status=code)
 
-    typed_database = request.POST.get("confirm_database", "").strip()
-    typed_version = request.POST.get("confirm_version", "").strip()
     if not version or typed_database != target.name or typed_version != version:
+        errors = {}
+        if typed_database != target.name:
+            errors["database_error"] = (
+                f"Confirmation did not match: type the database name {target.name!r}."
+            )
+        if not version or typed_version != version:
+            errors["version_error"] = f"Confirmation did not match: type the version {version!r}."
         return refuse(
             f"Confirmation did not match: type the database name {target.name!r} and the "
             f"version {version!r}. Nothing was changed.",
             400,
+            **errors,
         )
     try:
         # A refusal found here (missing down file, unknown version, ...) is recorded.

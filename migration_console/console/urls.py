@@ -2,13 +2,14 @@
 
 from django.urls import path
 
-from migration_console.console import control, maintenance, views
+from migration_console.console import audit_views, control, maintenance, views
 
 app_name = "console"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("targets/<str:name>/", views.target_detail, name="target-status"),
+    path("targets/<str:name>/summary.json", views.target_summary, name="target-summary"),
     path("targets/<str:name>/plan/", views.target_plan, name="target-plan"),
     path("targets/<str:name>/run/", views.target_run, name="target-run"),
     path("targets/<str:name>/unlock/", control.target_unlock, name="target-unlock"),
@@ -35,6 +36,6 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_progress, name="run-progress"),
     path("runs/<int:run_id>/progress.json", views.run_progress_json, name="run-progress-json"),
     path("runs/<int:run_id>/cancel/", control.run_cancel_confirm, name="run-cancel"),
-    path("audit/", views.audit_review, name="audit"),
-    path("audit/export.csv", views.audit_export, name="audit-export"),
+    path("audit/", audit_views.audit_review, name="audit"),
+    path("audit/export.csv", audit_views.audit_export, name="audit-export"),
 ]

@@ -5,53 +5,53 @@ Nothing here opens a cursor on a target; status comes from
 ``services.jobs``.
 """
 
-import csv
-from datetime import datetime
-
-from django import forms
 from django.contrib import admin
-from django.core.paginator import Paginator
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.access import can_run
 from accounts.ip import client_ip
+from migration_console.console.advice import advise
 from migration_console.console.charts import duration_chart
 from migration_console.console.guards import (
     admin_context,
     audit_attempt,
-    audit_view_required,
     caller_of,
     guard_action,
     login_attempt,
     view_required,
 )
+from migration_console.console.overview import overview_row
+from migration_console.console.plan_lint import lint_summary
+from migration_console.console.progress import progress_extras, run_files
+from migration_console.console.rows import (
+    OVERVIEW_BUDGET_SECONDS,
+    ROW_BUDGET_SECONDS,
+    status_read,
+    status_result,
+    statuses_within,
+)
+from migration_console.console.words import state_word, when
 from migration_console.core.formatting import STATE_MARKS, format_duration
-from migration_console.core.models import AuditEvent, Channel, Run
+from migration_console.core.models import AuditEvent, Run
 from migration_console.core.services.control import holder_run
-from migration_console.core.services.discovery import discover_set
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
 from migration_console.core.services.jobs import run_start, runs_without_worker
 from migration_console.core.services.lint import lint_files
 from migration_console.core.services.runs import run_close_if_dead, runs_reap_abandoned
 from migration_console.core.services.status import (
-    DRIFTED,
-    FAILED,
-    MISSING,
-    OUT_OF_ORDER,
     TargetStatus,
     target_status,
 )
 from migration_console.core.services.targets import Target, target_get, target_names
 
+_APPLIED = ("completed", "drifted")
 RUNS_SHOWN = 50
 PROBLEMS_REFUSE = "the migration files have problems (listed above); fix them first"
 CHART_ROWS = 60
-AUDIT_PAGE_SIZE = 50
 
 
 # --- helpers ------------------------------------------------------------------
@@ -66,10 +66,6 @@ def _duration_ns(start, end) -> int | None:
     if not start or not end:
         return None
     return int((end - start).total_seconds() * 1_000_000_000)
-
-
-def _when(moment) -> str | None:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else None
 
 
 def _item_row(item) -> dict:
@@ -88,6 +84,8 @@ def _item_row(item) -> dict:
         "no_transaction": item.no_transaction,
         "mode": "no transaction" if item.no_transaction else "one transaction",
         "sql": item.file.sql if item.file else "",
+        "has_down": bool(item.file and item.file.down_path),
+        "file": item.file,
     }
 
 
@@ -99,60 +97,60 @@ def _run_row(run: Run) -> dict:
     }
 
 
+def _status_soon(target: Target) -> TargetStatus:
+    """The target's status, or NoAnswer (a MigrationConsoleError) once a page has
+    waited ROW_BUDGET_SECONDS for a target that does not answer."""
+    return status_result(status_read(target), target, ROW_BUDGET_SECONDS, ROW_BUDGET_SECONDS)
+
+
+def _rollback_choices(rows: list[dict]) -> list[dict]:
+    """Applied rows, newest first, down to the first without a down file: a rollback
+    to anything older would be refused."""
+    choices = []
+    for row in reversed(rows):
+        if row["status"] not in _APPLIED:
+            continue
+        if not row["has_down"]:
+            break
+        choices.append(row)
+    return choices
+
+
 def _run_permission(request) -> tuple[bool, str]:
     decision = can_run(request.user, client_ip(request))
     return decision.allowed, decision.reason
-
-
-def _blockers(status: TargetStatus) -> list[str]:
-    """Why ``run`` would refuse as things stand (the runner decides; this only warns)."""
-    notes = []
-    failed_no_tx = [i for i in status.with_state(FAILED) if i.no_transaction]
-    if failed_no_tx:
-        names = ", ".join(i.file.filename for i in failed_no_tx)
-        notes.append(
-            f"{names} failed outside a transaction: check the database by hand and resolve it "
-            "with `migrate_sql repair <version>` first."
-        )
-    drifted = status.with_state(DRIFTED, MISSING)
-    if drifted:
-        names = ", ".join(f"{i.version}_{i.name} ({i.status})" for i in drifted)
-        notes.append(f"Applied migrations changed since they ran: {names}.")
-    late = status.with_state(OUT_OF_ORDER)
-    if late:
-        names = ", ".join(i.file.filename for i in late)
-        notes.append(f"Pending migrations older than the newest applied one: {names}.")
-    return notes
 
 
 # --- overview -------------------------------------------------------------------
 @require_GET
 @view_required
 def overview(request):
-    targets = []
-    for name in target_names():
-        entry = {"name": name, "counts": None, "error": None, "lock_holder": None}
-        try:
-            target = target_get(name)
-            entry["display_dsn"] = target.display_dsn
-            runs_reap_abandoned(target=target)
-            status = target_status(target)
-            entry["counts"] = [(state, n) for state, n in status.counts().items() if n]
-            entry["total"] = len(status.items)
-            entry["pending"] = len(status.pending)
-            entry["lock_holder"] = status.lock_holder
-            entry["problems"] = status.problems
-        except MigrationConsoleError as exc:
-            entry["error"] = exc.message
-        entry["last_run"] = Run.objects.filter(target=name).first()
-        targets.append(entry)
+    """Every target's row within one short budget: a target that has not answered by
+    then is shown unknown, and the page's script fetches its row on its own."""
+    targets = [target_get(name) for name in target_names()]
+    found = statuses_within(targets, OVERVIEW_BUDGET_SECONDS)
+    rows = [overview_row(request, target, found[target.name]) for target in targets]
     context = admin_context(
         request,
         title="Migration console",
-        targets=targets,
+        rows=rows,
+        unknown=sum(1 for row in rows if not row["known"]),
+        attention=sum(1 for row in rows if row["attention"]),
         runs_without_worker=runs_without_worker(),
     )
     return render(request, "console/overview.html", context)
+
+
+@require_GET
+@view_required
+def target_summary(request, name):
+    """One overview row, for the overview's script: facts and the row's HTML."""
+    target = _target_or_404(name)
+    try:
+        found = status_result(status_read(target), target, ROW_BUDGET_SECONDS, ROW_BUDGET_SECONDS)
+    except MigrationConsoleError as exc:
+        found = exc
+    return JsonResponse(overview_row(request, target, found, with_html=True))
 
 
 # --- status of one target ------------------------------------------------------------
@@ -162,8 +160,8 @@ def target_detail(request, name):
     target = _target_or_404(name)
     context = admin_context(request, title=f"{name}: status", target=target)
     try:
+        status = _status_soon(target)
         runs_reap_abandoned(target=target)
-        status = target_status(target)
     except MigrationConsoleError as exc:
         context["error"] = exc.message
         return render(request, "console/status.html", context)
@@ -171,17 +169,20 @@ def target_detail(request, name):
     may_unlock = may_run  # a stuck lock can be broken whatever the files say
     if status.problems:
         may_run, run_reason = False, PROBLEMS_REFUSE
+    advice = advise(status, may_run=may_run)
+    rows = [_item_row(item) for item in status.items]
     context.update(
         may_unlock=may_unlock,
         lock_run=holder_run(status.lock_holder),
         status=status,
         problems=status.problems,
-        rows=[_item_row(item) for item in status.items],
-        counts=[(state, n) for state, n in status.counts().items() if n],
+        rows=rows,
+        rollback_choices=_rollback_choices(rows),
+        counts=[(state, state_word(state), n) for state, n in status.counts().items() if n],
         pending_count=len(status.pending),
         may_run=may_run,
         run_reason=run_reason,
-        blockers=_blockers(status),
+        advice=advice,
         last_run=Run.objects.filter(target=name).first(),
     )
     return render(request, "console/status.html", context)
@@ -203,13 +204,16 @@ def _plan_context(request, target: Target, status: TargetStatus | None, **extra)
     if status is not None:
         pending = status.pending
         lint = lint_files([item.file for item in pending])
+        advice = advise(status, may_run=may_run)
         context.update(
             status=status,
+            advice=advice,
+            lock_run=holder_run(status.lock_holder),
             plan=[{**_item_row(item), "lint": lint[item.version]} for item in pending],
             plan_hash=status.plan_hash,
-            blockers=_blockers(status),
-            has_out_of_order=bool(status.with_state(OUT_OF_ORDER)),
-            has_drift=bool(status.with_state(DRIFTED, MISSING)),
+            lint_summary=lint_summary(lint.values()),
+            has_out_of_order=advice.needs_allow_out_of_order,
+            has_drift=advice.needs_allow_drift,
             problems=status.problems,
         )
         if status.problems:  # no confirmation: the runner would refuse the set
@@ -231,17 +235,23 @@ def target_plan(request, name):
 
 
 @never_cache
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def target_run(request, name):
-    """Confirmed run: check access, confirmation and the exact plan, then queue it."""
+    """Confirmed run: check access, confirmation and the exact plan, then queue it.
+    A GET (a reload of a refused confirmation) goes back to the plan."""
+    if request.method != "POST":
+        return redirect(reverse("console:target-plan", args=[name]))
     refused = guard_action(request, action="run", target=name)
     if refused is not None:
         return refused
     target = _target_or_404(name)
 
-    def refuse(status, message, code, outcome=AuditEvent.Outcome.REFUSED):
+    def refuse(status, message, code, outcome=AuditEvent.Outcome.REFUSED, **field_error):
         audit_attempt(request, action="run", outcome=outcome, target=name, message=message)
-        context = _plan_context(request, target, status, error=message)
+        if field_error:  # the error goes beside its field, what was typed stays
+            context = _plan_context(request, target, status, typed=typed, **field_error)
+        else:
+            context = _plan_context(request, target, status, error=message)
         return render(request, "console/plan.html", context, status=code)
 
     try:
@@ -255,9 +265,28 @@ def target_run(request, name):
     posted_hash = request.POST.get("plan_hash", "")
     typed = request.POST.get("confirm_database", "").strip()
     if typed != target.name:
+        message = f"Confirmation did not match: type the database name {target.name!r}."
+        return refuse(status, message, 400, confirm_error=message)
+    advice = advise(status, may_run=True)
+    if advice.open_run is not None:
+        run = advice.open_run
         return refuse(
-            status, f"Confirmation did not match: type the database name {target.name!r}.", 400
+            status,
+            f"{run.action.capitalize()} #{run.pk} by {run.requested_by} is in progress on "
+            f"{target.name}; nothing was run. Follow it, then review the plan again.",
+            409,
+            AuditEvent.Outcome.LOCKED,
         )
+    options = {
+        "allow_out_of_order": bool(request.POST.get("allow_out_of_order")),
+        "allow_drift": bool(request.POST.get("allow_drift")),
+    }
+    if advice.needs_allow_drift and not options["allow_drift"]:
+        message = "Tick this to run despite drift, or repair the drifted migrations first."
+        return refuse(status, f"Refused: {message}", 400, drift_error=message)
+    if advice.needs_allow_out_of_order and not options["allow_out_of_order"]:
+        message = "Tick this to run the out-of-order migrations too."
+        return refuse(status, f"Refused: {message}", 400, out_of_order_error=message)
     if posted_hash != status.plan_hash:
         return refuse(
             status,
@@ -277,10 +306,7 @@ def target_run(request, name):
         caller=caller_of(request),
         plan_hash=status.plan_hash,
         planned=[item.version for item in status.pending],
-        arguments={
-            "allow_out_of_order": bool(request.POST.get("allow_out_of_order")),
-            "allow_drift": bool(request.POST.get("allow_drift")),
-        },
+        arguments=options,
     )
     response = redirect(reverse("console:run-progress", args=[run.pk]))
     response.status_code = 303  # See Other: the progress page is fetched with GET
@@ -288,16 +314,9 @@ def target_run(request, name):
 
 
 # --- run progress ----------------------------------------------------------------------
-def _filenames(run: Run) -> dict[str, str]:
-    try:
-        files = discover_set(target_get(run.target).path).files  # a read: never refused
-        return {m.version: m.filename for m in files}
-    except MigrationConsoleError:
-        return {}
-
-
 def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict:
-    filenames = filenames if filenames is not None else _filenames(run)
+    files = run_files(run) if filenames is None else {}
+    filenames = filenames if filenames is not None else {v: m.filename for v, m in files.items()}
     steps = [
         {**step, "duration_display": format_duration(step.get("duration"))} for step in run.steps
     ]
@@ -320,6 +339,7 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
                 "state": state,
                 "duration": step["duration_display"] if step else "",
                 "error": step.get("error") if step else None,
+                "attempts": step.get("attempts") if step else None,
             }
         )
     for step in steps:  # anything the runner did that was not in the queued plan
@@ -331,9 +351,10 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
                     "state": step["status"],
                     "duration": step["duration_display"],
                     "error": step.get("error"),
+                    "attempts": step.get("attempts"),
                 }
             )
-    return {
+    data = {
         "id": run.pk,
         "target": run.target,
         "action": run.action,
@@ -347,12 +368,16 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
         "planned": list(run.planned),
         "steps": steps,
         "rows": rows,
-        "created_at": _when(run.created_at),
-        "started_at": _when(run.started_at),
-        "finished_at": _when(run.finished_at),
+        "created_at": when(run.created_at),
+        "started_at": when(run.started_at),
+        "finished_at": when(run.finished_at),
         "attempts": run.attempts,
+        "lock_wait": run.lock_wait,
+        "blockers": (run.lock_wait or {}).get("blockers", []),
         "duration": format_duration(_duration_ns(run.started_at, run.finished_at)),
     }
+    data.update(progress_extras(run, data, files))
+    return data
 
 
 @require_GET
@@ -363,6 +388,7 @@ def run_progress(request, run_id):
     context = admin_context(
         request,
         title=f"{run.action} #{run.pk} on {run.target}",
+        tab_title=data["title"],
         run=run,
         data=data,
         poll_url=reverse("console:run-progress-json", args=[run.pk]),
@@ -404,119 +430,6 @@ def target_history(request, name):
         )
     context["runs"] = [_run_row(run) for run in Run.objects.filter(target=name)[:RUNS_SHOWN]]
     return render(request, "console/history.html", context)
-
-
-# --- audit review ------------------------------------------------------------------------------
-class AuditFilterForm(forms.Form):
-    user = forms.CharField(required=False, label="User")
-    action = forms.ChoiceField(required=False)
-    outcome = forms.ChoiceField(
-        required=False, choices=[("", "any"), *list(AuditEvent.Outcome.choices)]
-    )
-    channel = forms.ChoiceField(required=False, choices=[("", "any"), *list(Channel.choices)])
-    target = forms.CharField(required=False)
-    date_from = forms.DateField(
-        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
-    )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        actions = AuditEvent.objects.order_by("action").values_list("action", flat=True)
-        self.fields["action"].choices = [("", "any")] + [(a, a) for a in actions.distinct()]
-
-    def filter(self, queryset):
-        if not self.is_valid():
-            return queryset.none()
-        data = self.cleaned_data
-        if data["user"]:
-            queryset = queryset.filter(actor__icontains=data["user"])
-        for field in ("action", "outcome", "channel", "target"):
-            if data[field]:
-                queryset = queryset.filter(**{field: data[field]})
-        if data["date_from"]:
-            queryset = queryset.filter(created_at__date__gte=data["date_from"])
-        if data["date_to"]:
-            queryset = queryset.filter(created_at__date__lte=data["date_to"])
-        return queryset
-
-
-def _filtered_audit(request) -> tuple[AuditFilterForm, object]:
-    """The filter form bound to the query string, and the events it selects."""
-    form = AuditFilterForm(request.GET or None)
-    events = AuditEvent.objects.all()
-    return form, (form.filter(events) if request.GET else events)
-
-
-@require_GET
-@audit_view_required
-def audit_review(request):
-    form, events = _filtered_audit(request)
-    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = admin_context(
-        request,
-        title="Audit review",
-        form=form,
-        page=page,
-        query=query.urlencode(),
-        total=page.paginator.count,
-    )
-    return render(request, "console/audit.html", context)
-
-
-AUDIT_COLUMNS = (
-    "id",
-    "created_at",
-    "actor",
-    "client_ip",
-    "channel",
-    "target",
-    "action",
-    "outcome",
-    "migrations",
-    "message",
-    "token_prefix",
-    "run_id",
-)
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value) -> str:
-    """Plain text for spreadsheets: a cell that would start a formula is quoted."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list):
-        value = " ".join(str(v) for v in value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-@require_GET
-@audit_view_required
-def audit_export(request):
-    _, events = _filtered_audit(request)
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(AUDIT_COLUMNS)
-        for event in events.iterator(chunk_size=1000):
-            yield writer.writerow([_csv_cell(getattr(event, column)) for column in AUDIT_COLUMNS])
-
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
-    return response
 
 
 # --- login (rate limited) --------------------------------------------------------------------

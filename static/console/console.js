@@ -1,0 +1,11 @@
+// A refused confirmation is answered at the POST's address (/run/, .../confirm/);
+// put the page's own address back, so that a reload or a bookmark lands on the plan.
+(function () {
+  "use strict";
+  var main = document.querySelector("[data-canonical-url]");
+  if (!main || !window.history || !window.history.replaceState) { return; }
+  var url = main.getAttribute("data-canonical-url");
+  if (url && window.location.pathname !== url.split("?")[0]) {
+    window.history.replaceState(null, "", url);
+  }
+})();
