@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
         "-p",
         "no:cacheprovider",
         "tests/test_browser_console.py::test_a_superuser_plans_confirms_and_watches_a_run_complete",
+        "tests/test_console_requests.py::test_request_then_approval_by_another_user_then_progress_to_success",
     ]
     code = subprocess.call(command, cwd=ROOT, env=env)
     if code == 0:
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
             "console-plan.png",
             "console-progress.png",
             "console-history.png",
+            "console-requests.png",
         ):
             print(f"wrote {directory / name} and its -dark twin")
     return code

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from migration_console.console import audit_views, control, maintenance, views
+from migration_console.console import audit_views, control, maintenance, requests, views
 
 app_name = "console"
 
@@ -36,6 +36,20 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_progress, name="run-progress"),
     path("runs/<int:run_id>/progress.json", views.run_progress_json, name="run-progress-json"),
     path("runs/<int:run_id>/cancel/", control.run_cancel_confirm, name="run-cancel"),
+    path("requests/", requests.requests_list, name="requests"),
+    path("requests/<int:run_id>/", requests.request_detail, name="request"),
+    path(
+        "requests/<int:run_id>/approve/",
+        requests.request_decide_confirm,
+        {"decision": "approve"},
+        name="request-approve",
+    ),
+    path(
+        "requests/<int:run_id>/reject/",
+        requests.request_decide_confirm,
+        {"decision": "reject"},
+        name="request-reject",
+    ),
     path("audit/", audit_views.audit_review, name="audit"),
     path("audit/export.csv", audit_views.audit_export, name="audit-export"),
 ]

@@ -34,9 +34,11 @@ from migration_console.console.rows import (
     status_result,
     statuses_within,
 )
+from migration_console.console.schedule import posted_run_at, schedule_context
 from migration_console.console.words import state_word, when
 from migration_console.core.formatting import STATE_MARKS, format_duration
 from migration_console.core.models import AuditEvent, Run
+from migration_console.core.services.approvals import request_open_count
 from migration_console.core.services.control import holder_run
 from migration_console.core.services.errors import MigrationConsoleError, UnknownTarget
 from migration_console.core.services.jobs import run_start, runs_without_worker
@@ -137,6 +139,7 @@ def overview(request):
         unknown=sum(1 for row in rows if not row["known"]),
         attention=sum(1 for row in rows if row["attention"]),
         runs_without_worker=runs_without_worker(),
+        open_requests=request_open_count(),
     )
     return render(request, "console/overview.html", context)
 
@@ -199,6 +202,7 @@ def _plan_context(request, target: Target, status: TargetStatus | None, **extra)
         run_reason=run_reason,
         confirm_action=reverse("console:target-run", args=[target.name]),
         confirm_label="Run",
+        schedule=schedule_context(target.name),
         **extra,
     )
     if status is not None:
@@ -277,6 +281,16 @@ def target_run(request, name):
             409,
             AuditEvent.Outcome.LOCKED,
         )
+    try:
+        run_at = posted_run_at(request.POST)
+    except ValueError as exc:
+        return refuse(
+            status,
+            f"Refused: {exc}",
+            400,
+            run_at_error=f"Not before: {exc}.",
+            posted_run_at=request.POST.get("run_at", "")[:40],
+        )
     options = {
         "allow_out_of_order": bool(request.POST.get("allow_out_of_order")),
         "allow_drift": bool(request.POST.get("allow_drift")),
@@ -307,8 +321,10 @@ def target_run(request, name):
         plan_hash=status.plan_hash,
         planned=[item.version for item in status.pending],
         arguments=options,
+        run_at=run_at,
     )
-    response = redirect(reverse("console:run-progress", args=[run.pk]))
+    page = "console:request" if run.state == Run.State.AWAITING_APPROVAL else "console:run-progress"
+    response = redirect(reverse(page, args=[run.pk]))
     response.status_code = 303  # See Other: the progress page is fetched with GET
     return response
 

@@ -9,3 +9,17 @@
     window.history.replaceState(null, "", url);
   }
 })();
+
+// The plan page's "not before" field is in the browser's time: send its UTC offset.
+(function () {
+  "use strict";
+  var offset = document.getElementById("id_run_at_offset");
+  var field = document.getElementById("id_run_at");
+  if (!offset || !field) { return; }
+  function update() {
+    var when = field.value ? new Date(field.value) : new Date();
+    offset.value = String(when.getTimezoneOffset());
+  }
+  field.addEventListener("change", update);
+  update();
+})();
