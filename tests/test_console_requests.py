@@ -50,6 +50,8 @@ def test_a_console_run_becomes_a_request_that_another_superuser_approves(target,
     alice_client, bob_client = signed_in(alice), signed_in(bob)
     plan = alice_client.get(PLAN).content.decode()
     assert 'id="needs-approval"' in plan
+    status = alice_client.get(CONSOLE + "targets/db_main/").content.decode()
+    assert 'id="target-policy"' in status and "need 1 approval" in status
     answer = confirm(alice_client)
     run = Run.objects.get()
     assert run.state == "awaiting_approval"

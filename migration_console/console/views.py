@@ -161,7 +161,9 @@ def target_summary(request, name):
 @view_required
 def target_detail(request, name):
     target = _target_or_404(name)
-    context = admin_context(request, title=f"{name}: status", target=target)
+    context = admin_context(
+        request, title=f"{name}: status", target=target, schedule=schedule_context(target.name)
+    )
     try:
         status = _status_soon(target)
         runs_reap_abandoned(target=target)
