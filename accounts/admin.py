@@ -12,8 +12,21 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 
+from accounts.ip import client_ip
 from accounts.models import ApiToken
 from accounts.tokens import token_create, token_revoke
+
+
+def _caller(request):
+    from migration_console.core.models import Channel
+    from migration_console.core.services.caller import Caller
+
+    return Caller(
+        actor=request.user.get_username(),
+        channel=Channel.CONSOLE,
+        user=request.user,
+        client_ip=client_ip(request) or None,
+    )
 
 
 class ApiTokenCreateForm(forms.Form):
@@ -93,7 +106,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request, queryset):
         if not self.has_add_permission(request):
             raise PermissionDenied
-        revoked = [token for token in queryset.select_related("user") if token_revoke(token=token)]
+        caller = _caller(request)
+        revoked = [
+            token
+            for token in queryset.select_related("user")
+            if token_revoke(token=token, caller=caller)
+        ]
         for token in revoked:
             self.log_change(request, token, "Revoked")
         self.message_user(request, f"Revoked {len(revoked)} token(s).", messages.SUCCESS)
@@ -122,6 +140,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 user=form.cleaned_data["user"],
                 name=form.cleaned_data["name"],
                 expires_in=timedelta(days=days) if days else None,
+                caller=_caller(request),
             )
             self.log_addition(request, issued.token, "Created in the console")
             context.update(title="API token created", token=issued.token, raw_token=issued.raw)

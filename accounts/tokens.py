@@ -50,8 +50,26 @@ def looks_like_token(value: str) -> bool:
     return bool(TOKEN_RE.match(value))
 
 
-def token_create(*, user, name: str = "", expires_in: timedelta | None = None) -> IssuedToken:
-    """A new token for ``user``; the raw value is in the result and nowhere else."""
+def _audit(caller, action: str, token: ApiToken, message: str) -> None:
+    """The audit row of a token's creation or revocation (the audit review lists it)."""
+    if caller is None:
+        return
+    from migration_console.core.models import AuditEvent
+    from migration_console.core.services.audit import audit_record
+
+    audit_record(
+        caller=caller,
+        action=action,
+        outcome=AuditEvent.Outcome.SUCCESS,
+        message=f"API token {token.prefix} of {token.user.get_username()}: {message}",
+    )
+
+
+def token_create(
+    *, user, name: str = "", expires_in: timedelta | None = None, caller=None
+) -> IssuedToken:
+    """A new token for ``user``; the raw value is in the result and nowhere else.
+    ``caller`` (who asked, core.services.caller.Caller): the creation is audited."""
     if not user.is_active:
         raise ValueError(f"user {user.get_username()!r} is not active")
     expires_at = timezone.now() + expires_in if expires_in is not None else None
@@ -69,6 +87,8 @@ def token_create(*, user, name: str = "", expires_in: timedelta | None = None) -
                 )
         except IntegrityError:  # a prefix collision: draw again
             continue
+        expiry = f"expires {expires_at:%Y-%m-%d %H:%M UTC}" if expires_at else "never expires"
+        _audit(caller, "token_create", token, f"created ({name or 'no name'}; {expiry})")
         return IssuedToken(token=token, raw=raw)
     raise RuntimeError("could not draw a unique token prefix")
 
@@ -105,12 +125,14 @@ def token_find(*, token_or_prefix: str) -> ApiToken | None:
     return None
 
 
-def token_revoke(*, token: ApiToken) -> bool:
-    """Revoke at once; False when it was already revoked. Recorded by django-auditlog."""
+def token_revoke(*, token: ApiToken, caller=None) -> bool:
+    """Revoke at once; False when it was already revoked. Recorded by django-auditlog,
+    and (``caller``) in the audit review."""
     if token.revoked_at is not None:
         return False
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
+    _audit(caller, "token_revoke", token, "revoked")
     return True
 
 

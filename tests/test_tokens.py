@@ -228,6 +228,37 @@ def test_a_superuser_revokes_tokens_from_the_console_list(root):
         token_authenticate(raw=drop.raw)
 
 
+def test_creating_and_revoking_tokens_are_audit_rows_from_every_channel(root):
+    from migration_console.core.models import AuditEvent
+
+    code, raw, _ = command("create_api_token", "root", "--name", "ci", "-v", "0")
+    assert code == 0
+    prefix = raw.strip()[:11]
+    assert command("revoke_api_token", prefix)[0] == 0
+    browser = Client()
+    browser.force_login(root)
+    browser.post("/admin/accounts/apitoken/add/", {"user": root.pk, "name": "ui"})
+    made = ApiToken.objects.get(name="ui")
+    browser.post(
+        "/admin/accounts/apitoken/", {"action": "revoke_tokens", "_selected_action": [made.pk]}
+    )
+    rows = list(
+        AuditEvent.objects.filter(action__startswith="token_")
+        .order_by("id")
+        .values_list("action", "channel", "outcome", "message")
+    )
+    assert [(a, c, o) for a, c, o, _ in rows] == [
+        ("token_create", "cli", "success"),
+        ("token_revoke", "cli", "success"),
+        ("token_create", "console", "success"),
+        ("token_revoke", "console", "success"),
+    ]
+    assert prefix in rows[0][3] and "ci" in rows[0][3] and made.prefix in rows[3][3]
+    assert all(raw.strip() not in message for *_, message in rows)
+    review = browser.get("/admin/console/audit/?action=token_revoke").content.decode()
+    assert made.prefix in review
+
+
 def test_staff_without_superuser_cannot_see_or_mint_tokens(root, django_user_model):
     from django.contrib.auth.models import Permission
 

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.tokens import token_create, user_for_token
+from migration_console.core.services.caller import Caller
 
 EXIT_BAD_INPUT = 2
 
@@ -40,6 +41,7 @@ class Command(BaseCommand):
             user=user,
             name=options["name"],
             expires_in=timedelta(days=days) if days is not None else None,
+            caller=Caller.cli(),
         )
         # The token itself goes to stdout alone, so `TOKEN=$(... -v0)` captures it.
         self.stdout.write(issued.raw)

@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.tokens import token_find, token_revoke
+from migration_console.core.services.caller import Caller
 
 EXIT_BAD_INPUT = 2
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         token = token_find(token_or_prefix=options["token_or_prefix"])
         if token is None:
             raise CommandError("no such token", returncode=EXIT_BAD_INPUT)
-        if token_revoke(token=token):
+        if token_revoke(token=token, caller=Caller.cli()):
             self.stdout.write(
                 self.style.SUCCESS(f"Revoked {token.prefix} of {token.user.get_username()}.")
             )
