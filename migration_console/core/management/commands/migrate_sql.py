@@ -319,6 +319,11 @@ class Command(BaseCommand):
             # The console's own database (DATABASE_URL): runs and audit rows live there,
             # and a run is refused before touching the target when it cannot be recorded.
             reason = " ".join(str(exc).split())
+            if getattr(exc.__cause__, "sqlstate", None) in ("42703", "42P01"):
+                reason += (
+                    "; the console database is older than this version of Migration Console: "
+                    "run `python manage.py migrate` first"
+                )
             raise CommandError(
                 f"console database (DATABASE_URL) error: {reason}", returncode=EXIT_FAILED
             ) from None
