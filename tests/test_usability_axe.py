@@ -7,6 +7,7 @@ import pytest
 
 from accounts.tokens import token_create
 from tests.test_browser_console import browser  # noqa: F401 - fixture
+from tests.test_console_groups import group_pages_data
 from tests.test_console_support import _fresh_rate_limits, make_user  # noqa: F401 - fixtures
 from tests.test_usability_support import (
     WIDTHS,
@@ -38,6 +39,9 @@ PAGES = {
     "tokens": lambda data: "/admin/accounts/apitoken/",
     "token-create": lambda data: "/admin/accounts/apitoken/add/",
     "login": lambda data: "/admin/login/",
+    "overview-groups": lambda data: CONSOLE,
+    "group": lambda data: CONSOLE + "groups/tenants/",
+    "group-run-progress": lambda data: f"{CONSOLE}runs/{data['group_run'].pk}/",
 }
 
 
@@ -93,11 +97,14 @@ def test_it_has_no_serious_axe_violation_in_either_theme_and_fits_768_px(
     console_data,
     target,
     tmp_path,
+    settings,
 ):
     """One load per theme (the admin's dark theme follows prefers-color-scheme); the
     width changes in place; axe runs on each of the four."""
     if name == "overview-20-targets":
         twenty_targets(target, tmp_path)
+    if "group" in name:
+        console_data.update(group_pages_data(target, settings, tmp_path))
     if name == "login":
         page = browser.new_context(base_url=live_server.url).new_page()
     else:

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from migration_console.console import audit_views, control, maintenance, requests, views
+from migration_console.console import audit_views, control, groups, maintenance, requests, views
+from migration_console.console.members import member_routes
 
 app_name = "console"
 
@@ -52,4 +53,10 @@ urlpatterns = [
     ),
     path("audit/", audit_views.audit_review, name="audit"),
     path("audit/export.csv", audit_views.audit_export, name="audit-export"),
+    path("groups/<str:name>/", groups.group_detail, name="group"),
+    path("groups/<str:name>/summary.json", groups.group_summary, name="group-summary"),
+    # "action": a POST refused for CSRF is audited as a run of the group (console.csrf).
+    path("groups/<str:name>/run/", groups.group_run, {"action": "run"}, name="group-run"),
 ]
+# The same target pages for a group's member, <group>/<schema> (after the originals).
+urlpatterns += member_routes(urlpatterns)

@@ -16,6 +16,8 @@ from accounts.access import can_run
 from accounts.ip import client_ip
 from migration_console.console.advice import advise
 from migration_console.console.charts import duration_chart
+from migration_console.console.group_progress import parent_progress
+from migration_console.console.group_rows import group_reads_start, group_rows_within
 from migration_console.console.guards import (
     admin_context,
     audit_attempt,
@@ -129,6 +131,7 @@ def _run_permission(request) -> tuple[bool, str]:
 def overview(request):
     """Every target's row within one short budget: a target that has not answered by
     then is shown unknown, and the page's script fetches its row on its own."""
+    group_reads = group_reads_start()  # groups read meanwhile, within the same budget
     targets = [target_get(name) for name in target_names()]
     found = statuses_within(targets, OVERVIEW_BUDGET_SECONDS)
     rows = [overview_row(request, target, found[target.name]) for target in targets]
@@ -136,6 +139,7 @@ def overview(request):
         request,
         title="Migration console",
         rows=rows,
+        groups=group_rows_within(request, group_reads),
         unknown=sum(1 for row in rows if not row["known"]),
         attention=sum(1 for row in rows if row["attention"]),
         runs_without_worker=runs_without_worker(),
@@ -395,6 +399,7 @@ def run_progress_data(run: Run, filenames: dict[str, str] | None = None) -> dict
         "duration": format_duration(_duration_ns(run.started_at, run.finished_at)),
     }
     data.update(progress_extras(run, data, files))
+    data.update(parent_progress(run))  # a group's members, or a member's parent
     return data
 
 

@@ -1,6 +1,6 @@
-// Rows of targets that had not answered when the overview was drawn load on their
-// own: each asks its target's summary again (the server waits a few seconds for it)
-// and replaces itself with the answer; rows never wait on each other.
+// Rows of targets (and of groups) that had not answered when the overview was drawn
+// load on their own: each asks its summary again (the server waits a few seconds for
+// it) and replaces itself with the answer; rows never wait on each other.
 (function () {
   "use strict";
   var TRIES = 8;
@@ -36,7 +36,8 @@
       .finally(function () { if (timer) { window.clearTimeout(timer); } });
   }
 
-  document.querySelectorAll("#targets tr[data-summary-url]").forEach(function (row) {
+  var waiting = "#targets tr[data-summary-url], #groups tr[data-summary-url]";
+  document.querySelectorAll(waiting).forEach(function (row) {
     load(row, TRIES);
   });
 })();

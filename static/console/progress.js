@@ -47,6 +47,12 @@
   }
 
   function liveSentence(data) {
+    if (data.members) {
+      var of = data.members_done + " of " + data.members_total + " members done.";
+      if (data.state === "queued") { return "Queued: waiting for a worker."; }
+      return data.finished ? "Finished: " + (data.state_label || words(data.state)) + ", " + of :
+        "Running: " + of;
+    }
     var total = data.rows.length;
     var done = data.done_count || 0;
     if (data.state === "queued") { return "Queued: waiting for a worker."; }
@@ -106,6 +112,40 @@
     links.forEach(function (a) { holder.appendChild(document.createTextNode(" ")); holder.appendChild(a); });
   }
 
+  // A group's parent run: counts per state, then each member with a link to its run.
+  function renderMembers(data) {
+    var counts = byId("run-member-counts");
+    var body = byId("run-members-body");
+    if (!counts || !body) { return; }
+    counts.replaceChildren.apply(counts, data.member_counts.map(function (c) {
+      var span = document.createElement("span");
+      span.setAttribute("data-state", c.state);
+      span.appendChild(chip(c.state, c.label));
+      var n = document.createElement("span");
+      n.className = "count";
+      n.textContent = String(c.count);
+      span.appendChild(document.createTextNode(" "));
+      span.appendChild(n);
+      return span;
+    }));
+    body.replaceChildren.apply(body, data.members.map(function (m) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-member", m.database);
+      tr.setAttribute("data-state", m.state);
+      cell(tr, m.database, "mono");
+      cell(tr, chip(m.state, m.label));
+      if (m.url) {
+        var a = document.createElement("a");
+        a.href = m.url;
+        a.textContent = "run #" + m.run;
+        cell(tr, a);
+      } else {
+        cell(tr, "—");
+      }
+      return tr;
+    }));
+  }
+
   function render(data) {
     var state = byId("run-state");
     state.replaceChildren(chip(data.state, data.state_label));
@@ -138,7 +178,9 @@
     renderLockWait(data);
     renderNextSteps(data);
 
+    if (data.members) { renderMembers(data); }
     var body = byId("run-steps-body");
+    if (!body) { return; }
     var rows = [];
     data.rows.forEach(function (step) {
       var tr = document.createElement("tr");
