@@ -2,7 +2,7 @@
 against the goals of the Performance section; figures also land in
 bench/results/*.json.
 
-    python bench/run_all.py            # about 9 minutes on the 2-core machine
+    python bench/run_all.py            # about 20 minutes on the 2-core machine
     python bench/run_all.py --quick    # fewer rounds, shorter load: a smoke run
 """
 
@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCH))
 import api_load  # noqa: E402
 import apply  # noqa: E402
 import ddl_impact  # noqa: E402
+import fleet  # noqa: E402
 import startup  # noqa: E402
 import status_scale  # noqa: E402
 from common import machine, median, save_results, table  # noqa: E402
@@ -50,6 +51,33 @@ def ddl_rows(ddl: dict) -> list[list[str]]:
         )
     for goal, target, measured, met in ddl["goals"]:
         rows.append([f"  {goal}", target, f"{measured} {met}".strip()])
+    return rows
+
+
+def fleet_rows(result: dict) -> list[list[str]]:
+    """The fleet benchmark's runs and its goal checks, as summary rows."""
+    n = result["schemas"]
+    rows = [
+        [
+            f"fleet of {n} schemas x 10 files: CLI --parallel {r['parallel']}",
+            "",
+            f"{r['seconds']:.1f} s",
+        ]
+        for r in result["cli"]
+    ]
+    loop = result["loop"]
+    rows.append(
+        [
+            f"  shell loop of migrate_sql run, extrapolated to {n}",
+            "",
+            f"{loop['extrapolated_seconds']:.0f} s ({loop['per_member_seconds']:.2f} s each)",
+        ]
+    )
+    rows.append(
+        ["  2 workers, until the parent settles", "", f"{result['workers']['seconds']:.1f} s"]
+    )
+    for goal, target, measured, met in result["goals"]:
+        rows.append([f"  {goal}", target, f"{measured} {met}"])
     return rows
 
 
@@ -134,6 +162,9 @@ def main() -> int:
 
     print("\n== application latency during a blocked migration ==", flush=True)
     rows.extend(ddl_rows(ddl_impact.main(["--quick"] if args.quick else [])))
+
+    print("\n== fleets: tenant schemas ==", flush=True)
+    rows.extend(fleet_rows(fleet.main(["--quick"] if args.quick else [])))
 
     print()
     print(f"machine: {machine()}")

@@ -231,3 +231,29 @@ def test_a_member_added_between_plan_and_confirm_makes_the_plan_stale(target, fl
     assert "stale" in run_job_execute(run_id=request.pk, stop_reason=lambda: None)
     request.refresh_from_db()
     assert request.state == "stale" and not tables_in(target, "items")
+
+
+def test_cancelling_a_group_run_stops_its_running_member_and_starts_no_other(
+    target, fleet, start_worker
+):
+    from migration_console.core.services.caller import Caller
+    from migration_console.core.services.control import run_cancel
+    from migration_console.core.services.fleet import group_run_start
+    from tests.faults import wait_for_query
+
+    group, path = fleet(3, parallel=1)
+    (path / "001_items.sql").write_text(ITEMS + "SELECT pg_sleep(60);\n")
+    start_worker()
+    caller = Caller(actor="root", channel="api")
+    parent = group_run_start(group=group, caller=caller)
+    wait_for_query(target.dsn, "pg_sleep(60)")
+    started = time.monotonic()
+    cancelled = run_cancel(run_id=parent.pk, caller=caller)
+    assert time.monotonic() - started < 10
+    assert cancelled.state == "cancelled", cancelled.message
+    assert cancelled.message.startswith("cancelled by root")
+    states = sorted(cancelled.members.values_list("state", flat=True))
+    assert states == ["cancelled"]  # the running one; the others never started
+    assert tables_in(target, "items") == []  # its transactional file rolled back
+    row = AuditEvent.objects.get(action="cancel", run=parent)
+    assert row.outcome == "success" and "1 running member(s) stopped" in row.message

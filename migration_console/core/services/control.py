@@ -10,6 +10,7 @@ the file back and records ``cancelled`` itself), and breaking the lock is
 frees the caller's own locks.
 """
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ def run_cancel(*, run_id: int, caller: Caller, wait_seconds: float = CANCEL_WAIT
         if withdrawn is not None:
             return withdrawn
         run.refresh_from_db()  # claimed by a runner meanwhile
+    if run.state == Run.State.RUNNING and "group" in (run.arguments or {}):
+        return _cancel_group(run, caller, wait_seconds)
     if run.state == Run.State.RUNNING:
         run = run_close_if_dead(run)
     if run.state == Run.State.RUNNING:
@@ -150,6 +153,56 @@ def _withdraw_job(job_id: int) -> str:
             f"; job {job_id} could not be withdrawn ({type(exc).__name__}), it will start nothing"
         )
     return f"; job {job_id} was already picked up, it will start nothing"
+
+
+def _cancel_group(parent: Run, caller: Caller, wait_seconds: float) -> Run:
+    """A group run: start no further member, withdraw the queued ones, stop the running
+    ones (their transactional file rolls back); the parent ends ``cancelled`` once no
+    member runs."""
+    from migration_console.core.services.fleet import group_advance
+
+    actor = caller.actor[:150]
+    Run.objects.filter(pk=parent.pk, state=Run.State.RUNNING).update(cancel_requested_by=actor)
+    withdrawn = []
+    for member in parent.members.filter(state__in=WAITING_STATES):
+        if Run.objects.filter(pk=member.pk, state__in=WAITING_STATES).update(
+            state=Run.State.CANCELLED,
+            finished_at=timezone.now(),
+            message=f"cancelled by {caller.actor} with group run #{parent.pk} before it started",
+            cancel_requested_by=actor,
+        ):
+            withdrawn.append(member.target)
+            if member.job_id is not None:
+                _withdraw_job(member.job_id)
+    stopping = []
+    for member in parent.members.filter(state=Run.State.RUNNING):
+        Run.objects.filter(pk=member.pk, state=Run.State.RUNNING).update(cancel_requested_by=actor)
+        stopping.append(member.target)
+        with contextlib.suppress(MigrationConsoleError, psycopg.Error):
+            _signal_until_finished(target_get(member.target), member.pk, 0)
+    group_advance(parent.pk)  # settles the parent when no member runs
+    deadline = time.monotonic() + wait_seconds
+    while not _finished(parent.pk) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    parent.refresh_from_db()
+    said = (
+        f"cancel of group run #{parent.pk}: {len(withdrawn)} queued member(s) withdrawn, "
+        f"{len(stopping)} running member(s) stopped"
+        + (f" ({', '.join(stopping[:10])})" if stopping else "")
+    )
+    if parent.finished:
+        _audit_cancel(
+            caller, parent, AuditEvent.Outcome.SUCCESS, f"{said}; it ended {parent.state}"
+        )
+    else:
+        _audit_cancel(
+            caller,
+            parent,
+            AuditEvent.Outcome.FAILED,
+            f"{said}; a member still runs after {wait_seconds:g}s: it stops before its next "
+            "file, and the group ends cancelled when it does",
+        )
+    return parent
 
 
 def _stop_running(run: Run, caller: Caller, wait_seconds: float) -> Run:

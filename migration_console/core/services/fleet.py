@@ -121,13 +121,17 @@ def group_parent_create(
 def group_parent_finish(parent: Run, outcome: FleetOutcome, caller: Caller) -> None:
     failed = outcome.exit_code != 0
     parent.state = Run.State.FAILED if failed else Run.State.SUCCESS
+    audit_outcome = AuditEvent.Outcome.FAILED if failed else AuditEvent.Outcome.SUCCESS
     parent.message = outcome.summary()
+    if parent.cancel_requested_by:
+        parent.state, audit_outcome = Run.State.CANCELLED, AuditEvent.Outcome.CANCELLED
+        parent.message = f"cancelled by {parent.cancel_requested_by}; {parent.message}"
     parent.finished_at = timezone.now()
     parent.save(update_fields=["state", "message", "finished_at"])
     audit_record(
         caller=caller,
         action="run",
-        outcome=AuditEvent.Outcome.FAILED if failed else AuditEvent.Outcome.SUCCESS,
+        outcome=audit_outcome,
         target=parent.target,
         migrations=[],
         message=f"group {parent.target}: {parent.message}",
@@ -253,12 +257,17 @@ def group_advance(parent_id: int) -> None:
             canaries_done=all(name in finished for name in canaries),
             canaries_ok=all(finished.get(n, OK_STATES[0]) in OK_STATES for n in canaries),
         )
+        if parent.cancel_requested_by:
+            can = 0  # cancelled: the members running end, none starts
         caller = Caller.of_run(parent)
         for name in names[len(children) : len(children) + can]:
             child = run_create(target_name=name, caller=caller, action="run")
             child.parent = parent
-            job_defer(child, None)
-            child.save(update_fields=["parent", "state", "job_id"])
+            child.save(update_fields=["parent"])
+            # A worker defers on procrastinate's own connection: a job made visible
+            # before this transaction commits is taken by an idle worker that finds no
+            # Run yet, and the member stays queued forever.
+            transaction.on_commit(lambda child=child: _member_defer(child, job_defer))
             running += 1
         if parent.state == Run.State.QUEUED:
             parent.state, parent.started_at = Run.State.RUNNING, timezone.now()
@@ -267,6 +276,11 @@ def group_advance(parent_id: int) -> None:
             return
         outcome = FleetOutcome(parent, results=finished, skipped=names[len(children) :])
         group_parent_finish(parent, outcome, caller)
+
+
+def _member_defer(child: Run, job_defer) -> None:
+    job_defer(child, None)  # the row is already queued; a worker may have claimed it since
+    Run.objects.filter(pk=child.pk).update(job_id=child.job_id)
 
 
 def group_plan_hash(group: GroupConfig, members: list) -> str:
