@@ -49,7 +49,7 @@ def _refused(conn, sql: str) -> str:
     [
         "TRUNCATE core_auditevent",
         "TRUNCATE core_auditevent RESTART IDENTITY CASCADE",
-        "TRUNCATE ONLY core_auditevent, core_run",
+        "TRUNCATE ONLY core_auditevent, core_run, core_approval",
         "UPDATE core_auditevent SET actor = 'mallory'",
         "DELETE FROM core_auditevent",
     ],

@@ -122,8 +122,8 @@ class ApiRequest:
     def target(self) -> Target:
         """The ``?database=`` target; unknown names are a 404 (UnknownTarget)."""
         name = self.database
-        if len(name) > 128:
-            raise UnknownTarget(f"unknown database {name[:128]!r}…")
+        if len(name) > 128:  # a target, or a group's member <group>/<schema>
+            raise UnknownTarget(f"unknown database {name[:63]!r}…")
         if not name:
             raise UnknownTarget("unknown database ''")
         return target_get(name)
