@@ -7,6 +7,7 @@ Django start-up count.
 
     python bench/apply.py                 # N = 100 and 1000, 5 rounds
     python bench/apply.py -n 1000 --rounds 3 --tools ours,psql
+    python bench/apply.py -n 1000 --baseline /tmp/base   # adds "base": ours from another checkout
 """
 
 import argparse
@@ -21,6 +22,7 @@ from common import (
     MANAGE,
     PYTHON,
     TRACKING_DDL,
+    baseline_manage,
     bench_cluster,
     check,
     checksum,
@@ -56,9 +58,13 @@ def psql_script(files: list[Path], path: Path) -> Path:
     return path
 
 
+BASELINE: dict[str, str] = {}  # "manage": manage.py of the --baseline checkout
+
+
 def run_tool(tool: str, bench, dbname: str, directory: Path, script: Path):
-    if tool == "ours":
-        args = [PYTHON, MANAGE, "migrate_sql", "run", "--yes", "--path", str(directory)]
+    if tool in ("ours", "base"):
+        manage = MANAGE if tool == "ours" else BASELINE["manage"]
+        args = [PYTHON, manage, "migrate_sql", "run", "--yes", "--path", str(directory)]
         return run_timed(args, env=bench.env(dbname))
     if tool == "psql":
         args = [
@@ -131,6 +137,8 @@ def bench_apply(bench, count: int, rounds: int, tools: list[str]) -> dict:
         result["ours_over_psql"] = medians["ours"] / medians["psql"]
     if "ours" in medians and "yoyo" in medians:
         result["yoyo_over_ours"] = medians["yoyo"] / medians["ours"]
+    if "ours" in medians and "base" in medians:
+        result["ours_over_base"] = medians["ours"] / medians["base"]
     return result
 
 
@@ -144,9 +152,16 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="fsync, synchronous_commit and full_page_writes on (default: off, as in tests)",
     )
+    parser.add_argument(
+        "--baseline", help="another checkout: adds tool 'base' (its migrate_sql), side by side"
+    )
     args = parser.parse_args(argv)
     counts = args.n or [100, 1000]
     tools = [t for t in args.tools.split(",") if t]
+    if args.baseline:
+        BASELINE["manage"] = baseline_manage(args.baseline)
+        if "base" not in tools:
+            tools.append("base")
     if "yoyo" in tools and not yoyo_bin():
         print("bench: yoyo-migrations is not installed (pip install -e '.[bench]'); skipping it")
         tools.remove("yoyo")
@@ -165,10 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
                 *(f"{med[t]:.3f} s" for t in tools),
                 f"{r['ours_over_psql']:.2f}x" if "ours_over_psql" in r else "-",
                 f"{r['yoyo_over_ours']:.1f}x" if "yoyo_over_ours" in r else "-",
+                f"{r['ours_over_base']:.2f}x" if "ours_over_base" in r else "-",
             ]
         )
     print()
-    print(table(rows, ["N", *tools, "ours/psql", "yoyo/ours"]))
+    print(table(rows, ["N", *tools, "ours/psql", "yoyo/ours", "ours/base"]))
     data = {"tools": tools, "durable": args.durable, "results": results}
     save_results("apply_durable" if args.durable else "apply", data)
     return data

@@ -69,6 +69,18 @@ def run_timed(args: list[str], env: dict | None = None, stdin=subprocess.DEVNULL
         )
 
 
+def baseline_manage(directory: str | None) -> str | None:
+    """``manage.py`` of another checkout (``--baseline DIR``, e.g. ``git worktree add
+    /tmp/base HEAD~1`` or ``git archive HEAD | tar -x -C /tmp/base``), run with this
+    venv so that before and after are measured side by side, alternating, in one run."""
+    if not directory:
+        return None
+    path = Path(directory).resolve() / "manage.py"
+    if not path.exists():
+        sys.exit(f"bench: no manage.py in {directory}")
+    return str(path)
+
+
 def check(timed: Timed, what: str) -> Timed:
     if timed.returncode != 0:
         sys.exit(
@@ -112,7 +124,16 @@ class BenchCluster:
     def env(self, target_db: str = "db_main", **extra: str) -> dict:
         """Environment of a production-like console process (DEBUG off) on this cluster."""
         env = dict(os.environ)
-        for key in ("DJANGO_DEBUG", "MIGRATION_TARGETS_FILE", "REDIS_URL", "MIGRATIONS_PATH"):
+        # PYTHONDONTWRITEBYTECODE (set on some dev machines and images) would make every
+        # child recompile the project's ~100 modules (about 0.1 s per call): a fresh
+        # clone writes its __pycache__ on the first call, so the bench does too.
+        for key in (
+            "DJANGO_DEBUG",
+            "MIGRATION_TARGETS_FILE",
+            "REDIS_URL",
+            "MIGRATIONS_PATH",
+            "PYTHONDONTWRITEBYTECODE",
+        ):
             env.pop(key, None)
         env.update(
             DJANGO_SECRET_KEY="bench-only-secret-" + "x" * 40,
@@ -265,6 +286,13 @@ def http_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple
         return 0, b""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_peak_mb(pid: int) -> float:
     """VmHWM (peak resident set) of a live process, MiB."""
     with open(f"/proc/{pid}/status") as handle:
@@ -279,7 +307,9 @@ class ConsoleServer:
     127.0.0.1, with a private redis-server for the rate-limit cache, a superuser
     ``bench`` and its API token."""
 
-    def __init__(self, bench: "BenchCluster", target_db: str, workers: int = 2):
+    def __init__(self, bench: "BenchCluster", target_db: str, workers: int = 2, root: Path = ROOT):
+        # root: the checkout served (another one for a side-by-side --baseline run).
+        self.root = root
         self.bench = bench
         self.workdir = Path(tempfile.mkdtemp(prefix="mc-bench-srv-"))
         self.procs: list[subprocess.Popen] = []
@@ -293,7 +323,7 @@ class ConsoleServer:
             target_db,
             REDIS_URL=redis_url,
             DJANGO_SETTINGS_MODULE="bench_settings",
-            PYTHONPATH=os.pathsep.join([bench_dir, str(ROOT)]),
+            PYTHONPATH=os.pathsep.join([bench_dir, str(root)]),
             WEB_CONCURRENCY=str(workers),
         )
         self.token = self._token()
@@ -304,13 +334,13 @@ class ConsoleServer:
             [
                 str(gunicorn),
                 "-c",
-                str(ROOT / "gunicorn.conf.py"),
+                str(root / "gunicorn.conf.py"),
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 str(workers),
             ],
-            cwd=ROOT,
+            cwd=root,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "gunicorn.err", "wb"),  # noqa: SIM115
@@ -329,7 +359,7 @@ class ConsoleServer:
 
     def _token(self) -> str:
         env = {**self.env, "DJANGO_SUPERUSER_PASSWORD": "bench-password-" + uuid.uuid4().hex}
-        manage = [PYTHON, MANAGE]
+        manage = [PYTHON, str(self.root / "manage.py")]
         exists = run_timed(
             [
                 *manage,

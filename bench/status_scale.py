@@ -6,6 +6,7 @@ start-up, then warm requests; peak RSS of the gunicorn workers).
 
     python bench/status_scale.py                  # 10,000 files, 9,000 applied, 7 rounds
     python bench/status_scale.py --files 2000 --applied 1500 --no-api
+    python bench/status_scale.py --no-api --baseline /tmp/base   # before/after, alternating
 """
 
 import argparse
@@ -22,6 +23,7 @@ from common import (
     MANAGE,
     PYTHON,
     ConsoleServer,
+    baseline_manage,
     bench_cluster,
     check,
     median,
@@ -34,12 +36,12 @@ from common import (
 )
 
 
-def bench_command(bench, dbname: str, directory: Path, rounds: int) -> dict:
+def bench_command(bench, dbname: str, directory: Path, rounds: int, manage: str = MANAGE) -> dict:
     results = {}
     for label, extra in (("migrate_sql --status", []), ("migrate_sql --status --json", ["--json"])):
         walls, rss = [], []
         for _ in range(rounds):
-            args = [PYTHON, MANAGE, "migrate_sql", "--status", "--path", str(directory), *extra]
+            args = [PYTHON, manage, "migrate_sql", "--status", "--path", str(directory), *extra]
             timed = check(run_timed(args, env=bench.env(dbname)), label)
             walls.append(timed.wall)
             rss.append(timed.max_rss_mb)
@@ -52,6 +54,26 @@ def bench_command(bench, dbname: str, directory: Path, rounds: int) -> dict:
         print(f"  {label}: median {median(walls):.3f} s, peak RSS {max(rss):.1f} MiB")
         results[label] = {"seconds": walls, "median_seconds": median(walls), "max_rss_mb": max(rss)}
     return results
+
+
+def bench_command_against(
+    bench, dbname: str, directory: Path, rounds: int, baseline: str
+) -> tuple[dict, dict]:
+    """Ours and the baseline's, one round each in turn (side by side on a busy machine)."""
+    ours: dict = {}
+    base: dict = {}
+    for round_no in range(rounds):
+        pair = [(ours, MANAGE), (base, baseline)]
+        for results, manage in pair if round_no % 2 == 0 else reversed(pair):
+            for label, r in bench_command(bench, dbname, directory, 1, manage).items():
+                slot = results.setdefault(label, {"seconds": [], "rss": []})
+                slot["seconds"] += r["seconds"]
+                slot["rss"].append(r["max_rss_mb"])
+    for results in (ours, base):
+        for slot in results.values():
+            slot["median_seconds"] = median(slot["seconds"])
+            slot["max_rss_mb"] = max(slot.pop("rss"))
+    return ours, base
 
 
 def bench_api(bench, dbname: str, directory: Path, rounds: int) -> dict:
@@ -97,7 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--applied", type=int, default=9_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-api", action="store_true", help="skip the gunicorn part")
+    parser.add_argument("--baseline", help="another checkout: its command side by side")
     args = parser.parse_args(argv)
+    base_manage = baseline_manage(args.baseline)
     workdir = Path(tempfile.mkdtemp(prefix="mc-bench-status-"))
     data: dict = {"files": args.files, "applied": args.applied}
     try:
@@ -106,7 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
         with bench_cluster() as bench:
             dbname = "db_status"
             seed_applied(bench, dbname, files[: args.applied])
-            data["command"] = bench_command(bench, dbname, directory, args.rounds)
+            if base_manage:
+                data["command"], data["baseline_command"] = bench_command_against(
+                    bench, dbname, directory, args.rounds, base_manage
+                )
+            else:
+                data["command"] = bench_command(bench, dbname, directory, args.rounds)
             if not args.no_api:
                 # The API serves the target's configured path: point MIGRATIONS_PATH at it.
                 bench.extra_env = {"MIGRATIONS_PATH": str(directory)}
@@ -117,6 +146,15 @@ def main(argv: list[str] | None = None) -> dict:
         [label, f"{r['median_seconds']:.3f} s", f"{r['max_rss_mb']:.1f} MiB"]
         for label, r in data["command"].items()
     ]
+    for label, r in data.get("baseline_command", {}).items():
+        ratio = data["command"][label]["median_seconds"] / r["median_seconds"]
+        rows.append(
+            [
+                f"{label} (baseline)",
+                f"{r['median_seconds']:.3f} s (ours {ratio:.2f}x)",
+                f"{r['max_rss_mb']:.1f} MiB",
+            ]
+        )
     if "api" in data:
         api = data["api"]
         rows.append(

@@ -325,7 +325,7 @@ def test_an_unexpected_failure_is_a_json_500_without_a_traceback(
         raise RuntimeError("boom at /secret/path with password=hunter2")
 
     monkeypatch.setattr(views, "target_status", explode)
-    monkeypatch.setattr(views, "target_status_json", explode)
+    monkeypatch.setattr(views, "target_status_answer", explode)
     monkeypatch.setattr(views, "run_start", explode)
 
     body = assert_json_error(client.get(API + "status", headers=bearer(root_token)), 500)

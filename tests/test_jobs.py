@@ -26,6 +26,16 @@ from tests.test_console_support import current_plan_hash, make_user, run_id_from
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
+
+@pytest.fixture(autouse=True)
+def _empty_job_queue(transactional_db):
+    """Jobs left by an earlier test module (a request approved without a worker, a
+    scheduled run withdrawn) must not count here: Django's flush leaves procrastinate's
+    tables alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(JOB_TABLES)} CASCADE")
+
+
 CONSOLE_ROOT = Caller(actor="root", channel="console")
 
 

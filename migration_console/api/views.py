@@ -5,8 +5,9 @@ declared answers; the views render the services' own dicts (``json_response``), 
 an answer is exactly what the service said (api/schemas.py describes it)."""
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views import defaults
 
 from migration_console.api import conf
@@ -45,7 +46,7 @@ from migration_console.core.services.jobs import (
 )
 from migration_console.core.services.runs import run_close_if_dead
 from migration_console.core.services.scheduling import target_policy_needs_plan
-from migration_console.core.services.status import target_status, target_status_json
+from migration_console.core.services.status import target_status, target_status_answer
 
 BIGINT_MAX = 2**63 - 1
 
@@ -62,15 +63,52 @@ BIGINT_MAX = 2**63 - 1
 @endpoint(action="status")
 def status(request: HttpRequest, database: str = DATABASE, group: str | None = GROUP):
     """SPEC's status JSON, served as cached bytes while the files, the tracking rows
-    and the lock holder are unchanged (see ``target_status_json``); with ``?group=``,
-    one summary per member of the group."""
+    and the lock holder are unchanged (see ``target_status_answer``); with ``?group=``,
+    one summary per member of the group.
+
+    A poller that sends back the ``ETag`` in ``If-None-Match`` gets a bodiless 304
+    while nothing changed; a client that accepts gzip gets the answer compressed
+    (once per answer, not per request)."""
     api_request: ApiRequest = request.auth
     if group is not None:
         return json_response(200, group_status_answer(group_get(group)))
-    body = target_status_json(api_request.target(), lint=True)
-    response = HttpResponse(body, content_type="application/json")
+    answer = target_status_answer(api_request.target(), lint=True)
+    if _etag_matches(request.headers.get("If-None-Match", ""), answer.etag):
+        response = HttpResponseNotModified()
+    elif _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        response = HttpResponse(answer.gzipped(), content_type="application/json")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = HttpResponse(answer.body, content_type="application/json")
+    response["ETag"] = answer.etag
     response["Cache-Control"] = "no-store"
+    patch_vary_headers(response, ("Accept-Encoding",))
     return response
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: ``*`` or any listed tag, compared weakly (``W/`` ignored)."""
+    if not header:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _accepts_gzip(header: str) -> bool:
+    """Whether Accept-Encoding allows gzip: listed (or ``*``) with a quality above 0;
+    gzip's own entry wins over ``*``."""
+    qualities = {}
+    for part in header.lower().split(","):
+        coding, _, params = part.partition(";")
+        quality = params.replace(" ", "").removeprefix("q=") or "1"
+        try:
+            qualities[coding.strip()] = float(quality)
+        except ValueError:
+            qualities[coding.strip()] = 0.0
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in qualities:
+            return qualities[coding] > 0
+    return False
 
 
 @api.get(

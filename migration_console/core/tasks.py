@@ -20,11 +20,9 @@ from procrastinate.contrib.django import app
 from procrastinate.exceptions import JobAborted
 from procrastinate.job_context import AbortReason
 
-from migration_console.core.services.job_execute import (
-    RunInterrupted,
-    run_job_execute,
-    run_still_applying,
-)
+# job_execute (the runner, approvals, fleets, maintenance ...) is imported by the
+# tasks themselves: procrastinate's Django app imports this module in every
+# process at start-up, including each ``migrate_sql`` call, which never runs a job.
 from migration_console.core.services.jobs import (
     HOUSEKEEPING_QUEUE,
     QUEUE,
@@ -57,6 +55,8 @@ def _stop_reason(context: JobContext):
     retry=RetryStrategy(retry_exceptions=[JobAborted]),
 )
 def execute_run(context: JobContext, run_id: int) -> str:
+    from migration_console.core.services.job_execute import RunInterrupted, run_job_execute
+
     try:
         result = run_job_execute(run_id=run_id, stop_reason=_stop_reason(context))
     except RunInterrupted as exc:
@@ -74,6 +74,13 @@ def release_run(run_id: int) -> str:
     return run_release(run_id)
 
 
+def _still_applying(job_id: int) -> bool:
+    # Imported on a thread (sync_to_async), never on the worker's event loop.
+    from migration_console.core.services.job_execute import run_still_applying
+
+    return run_still_applying(job_id)
+
+
 def _every_few_seconds() -> str:
     seconds = min(59, max(1, round(settings.MIGRATION_WORKER_RECOVERY_EVERY)))
     return f"* * * * * */{seconds}"  # croniter: a sixth field is the seconds
@@ -86,7 +93,7 @@ async def recover_stalled_jobs(timestamp: int) -> str:
     after = stalled_after()
     handed = []
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=after):
-        if job.queue == QUEUE and await sync_to_async(run_still_applying)(job.id):
+        if job.queue == QUEUE and await sync_to_async(_still_applying)(job.id):
             continue
         try:
             await manager.retry_job(job)

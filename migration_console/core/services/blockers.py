@@ -6,6 +6,7 @@ moment (a quick file costs nothing) and kept for the rest of the run.
 """
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,9 @@ class BlockerWatch:
         self._wake = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        # When the watcher thread wakes on its own (inf: only when notified); None
+        # while it is awake. A quick file then costs no wake-up of that thread.
+        self._asleep_until: float | None = None
 
     @contextlib.contextmanager
     def watching(self, lock_timeout_seconds: float | None, report):
@@ -100,7 +104,9 @@ class BlockerWatch:
                     target=self._loop, name="blocker-watch", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            asleep_until = self._asleep_until
+            if asleep_until is not None and self._since + self._first_look < asleep_until:
+                self._wake.notify()
         try:
             yield self
         finally:
@@ -132,21 +138,29 @@ class BlockerWatch:
             with contextlib.suppress(Exception):
                 self._conn.close()
 
+    def _sleep(self, seconds: float | None) -> None:
+        """Wait on the condition (its lock held) for ``seconds`` (None: until notified)."""
+        self._asleep_until = math.inf if seconds is None else time.monotonic() + seconds
+        try:
+            self._wake.wait(seconds)
+        finally:
+            self._asleep_until = None
+
     def _loop(self) -> None:
         while True:
             with self._wake:
                 while not self._closed and self._since is None:
-                    self._wake.wait()
+                    self._sleep(None)
                 if self._closed:
                     return
                 due = self._since + self._first_look - time.monotonic()
                 if due > 0:
-                    self._wake.wait(due)
+                    self._sleep(due)
                     continue
             self._look()
             with self._wake:
                 if not self._closed:
-                    self._wake.wait(LOOK_EVERY)
+                    self._sleep(LOOK_EVERY)
 
     def _look(self) -> None:
         try:

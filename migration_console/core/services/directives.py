@@ -22,6 +22,7 @@ KNOWN = (NO_TRANSACTION, LOCK_TIMEOUT, STATEMENT_TIMEOUT, LOCK_RETRIES)
 MAX_LOCK_RETRIES = 100
 
 _DIRECTIVE = re.compile(r"^--\s*migrate:(?P<name>\S*)(?:\s+(?P<value>.*?))?\s*$")
+_LEADING_COMMENT = re.compile(r"\s*--")  # \s: what str.strip() strips
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,15 @@ class EffectiveSettings:
         }
 
 
+_NONE = FileDirectives()
+
+
 def parse_directives(sql: str, filename: str) -> FileDirectives:
     """The directives of ``sql``'s leading comment lines; MigrationSetError for an
     unknown one, a repeated one or a bad value (naming the line)."""
+    # Most files have no directive: skip the line split (cold status reads 10,000 files).
+    if "migrate:" not in sql or not _LEADING_COMMENT.match(sql):
+        return _NONE
     found: dict[str, object] = {}
     for number, line in enumerate(sql.split("\n"), start=1):
         stripped = line.strip()

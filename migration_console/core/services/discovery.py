@@ -114,14 +114,28 @@ def version_key(version: str) -> tuple[int, str]:
     return (int(version), version) if version.isdigit() else (-1, version)
 
 
+def _read_bytes(path: str, size: int) -> bytes:
+    """The file's bytes, read whole (to the end, even if it grew since its stat),
+    without a buffered file object: a cold status reads 10,000 files."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        want = size + 1
+        while chunk := os.read(fd, want):
+            chunks.append(chunk)
+            want = 1 << 16
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when empty
+    finally:
+        os.close(fd)
+
+
 def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
     signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     cached = _cache.get(path)
     if cached and cached[0] == signature:
         return cached[1]
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        raw = _read_bytes(path, stat.st_size)
     except OSError as exc:
         raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
     normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in raw else raw
@@ -131,7 +145,7 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         raise MigrationSetError(filename, f"not valid UTF-8 (byte {exc.start})") from None
     if sql.startswith("\ufeff"):
         sql = sql[1:]
-    if not sql.strip():
+    if not sql or sql.isspace():
         raise MigrationSetError(filename, "empty file")
     if "\x00" in sql:
         # libpq sends a query as a C string: the server would never see what follows.

@@ -14,6 +14,7 @@ run side by side. Workers (``manage.py migration_worker``) execute them through
 import json
 import time
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -22,8 +23,9 @@ from django.utils import timezone
 from migration_console.core.models import Run
 from migration_console.core.services import errors
 from migration_console.core.services.caller import Caller
-from migration_console.core.services.runner import RunOutcome, StepResult
-from migration_console.core.services.runs import run_create
+
+if TYPE_CHECKING:
+    from migration_console.core.services.runner import RunOutcome
 
 QUEUE = "migrations"
 # The periodic recovery of stalled jobs: apart, so that it is never stuck behind a run.
@@ -65,6 +67,7 @@ def run_start(
     The target's policy decides what the Run becomes: with ``approvals`` a request
     (``awaiting_approval``, no job until the last approval), else a job now, or at
     ``run_at`` / the next opening of the target's ``window`` (``scheduled``)."""
+    from migration_console.core.services.runs import run_create
     from migration_console.core.services.scheduling import earliest_start, target_config
 
     config = target_config(target_name)
@@ -195,9 +198,11 @@ def run_error(run: Run) -> errors.MigrationConsoleError | None:
     return error
 
 
-def run_outcome(run: Run) -> RunOutcome:
+def run_outcome(run: Run) -> "RunOutcome":
     """The outcome of a settled run, rebuilt from its Run row (its steps from every
     attempt), for the same answers the channels give when they ran it themselves."""
+    from migration_console.core.services.runner import RunOutcome, StepResult
+
     steps = [
         StepResult(
             step.get("version", ""),

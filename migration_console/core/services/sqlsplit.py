@@ -12,7 +12,9 @@ import json
 import re
 from typing import NamedTuple
 
-from pglast.parser import ParseError, parse_sql_json, scan
+# pglast (libpg_query and its Python tree) is imported by the functions that parse:
+# most files never need the parser (see transaction_control), and importing it costs
+# every command's start-up tens of milliseconds.
 
 
 class _Statement(NamedTuple):
@@ -35,6 +37,8 @@ def statement_spans(sql: str) -> list[tuple[int, int]]:
     which is then the file's own) and runs nothing, rather than this module guessing
     where statements end or refusing a file the server's own grammar may accept.
     """
+    from pglast.parser import ParseError
+
     try:
         statements = _parse(sql)
     except ParseError:
@@ -69,6 +73,8 @@ def transaction_control(sql: str) -> tuple[str, int] | None:
     """
     if not _MAYBE_TRANSACTION_CONTROL.search(sql):
         return None
+    from pglast.parser import ParseError
+
     try:
         statements = _parse(sql)
     except ParseError:
@@ -89,6 +95,8 @@ def _parse(sql: str) -> list[_Statement]:
     byte offsets untouched: pglast's Python tree converts each location with a scan
     over every multi-byte character, which makes a non-ASCII script take minutes.
     """
+    from pglast.parser import ParseError, parse_sql_json
+
     nul = sql.find("\x00")
     if nul != -1:
         # The parser takes a C string and would silently stop at the NUL.
@@ -132,6 +140,8 @@ def _after_empty_statements(sql: str, start: int, first_token: int) -> int:
     gap = sql[start:first_token]
     if ";" not in gap:
         return start
+    from pglast.parser import scan
+
     semicolons = [token.end for token in scan(gap) if token.name == "ASCII_59"]
     return start + semicolons[-1] + 1 if semicolons else start
 
@@ -209,6 +219,8 @@ def access_exclusive_locks(sql: str) -> list[ExclusiveLock]:
     """The tables the script's statements lock ACCESS EXCLUSIVE (every query on them
     waits behind such a statement while it waits for its lock). A script the parser
     refuses has none: the server reports its error when it runs."""
+    from pglast.parser import ParseError
+
     try:
         statements = _parse(sql)
     except ParseError:

@@ -72,9 +72,10 @@ def tracking_rows(conn, schema: str) -> dict[str, TrackingRow]:
 
 # Measured by the server from the receipt of the query string that carries both
 # the migration and this insert, so it costs no extra round trip.
-_SERVER_DURATION = sql.SQL(
+_SERVER_DURATION_TEXT = (
     "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000000000)::bigint"
 )
+_SERVER_DURATION = sql.SQL(_SERVER_DURATION_TEXT)
 
 
 @functools.lru_cache(maxsize=64)  # immutable, and composed once per file otherwise
@@ -126,6 +127,11 @@ def completed_row_sql(
     ``replaces_failure``: a ``failed`` row of an earlier attempt goes first (only
     a failed one: a completed row still makes the INSERT fail).
     """
+    fast = _completed_row_fast(
+        conn, schema, (version, name, checksum, applied_by), replaces_failure=replaces_failure
+    )
+    if fast is not None:
+        return fast
     from psycopg import ClientCursor
 
     params = {
@@ -145,6 +151,42 @@ def completed_row_sql(
 
 
 _DELETE_FAILED = sql.SQL("DELETE FROM {} WHERE version = %(version)s AND status = 'failed'")
+
+
+def _plain_literal(value: str) -> str | None:
+    """``'value'`` with quotes doubled: what psycopg's literal is for a string without
+    a backslash or NUL (read the same under either ``standard_conforming_strings``)."""
+    if "\\" in value or "\x00" in value:
+        return None
+    return "'" + value.replace("'", "''") + "'"
+
+
+_table_text: dict[tuple[str, str], str] = {}
+
+
+def _completed_row_fast(
+    conn, schema: str, values: tuple[str, ...], *, replaces_failure: bool
+) -> str | None:
+    """``completed_row_sql`` without a cursor and a mogrify per file (a run of 1,000
+    quick files pays it 1,000 times): the same text, byte for byte, for values that
+    need no escaping beyond doubled quotes; None for anything else."""
+    literals = [_plain_literal(value) for value in values]
+    if None in literals:
+        return None
+    key = (schema, conn.info.encoding)
+    table = _table_text.get(key)
+    if table is None:
+        table = _table_text[key] = table_identifier(schema).as_string(conn)
+    version, name, checksum, applied_by = literals
+    insert = (
+        f"INSERT INTO {table}"
+        " (version, name, checksum, status, applied_at, duration_ns, applied_by, error)"
+        f" VALUES ({version}, {name}, {checksum}, 'completed', clock_timestamp(),"
+        f" {_SERVER_DURATION_TEXT}, {applied_by}, NULL)"
+    )
+    if not replaces_failure:
+        return insert
+    return f"DELETE FROM {table} WHERE version = {version} AND status = 'failed';\n{insert}"
 
 
 def is_duplicate_record(exc: Exception) -> bool:
