@@ -131,6 +131,33 @@ def test_the_next_attempt_starts_as_soon_as_the_blocker_lets_go_not_after_its_ba
     assert released_at and done - released_at[0] < 1.0, (done - released_at[0], output)
 
 
+def test_no_attempt_is_made_while_the_blocker_stays_in_its_transaction(hot, cli_env, runners):
+    # Each attempt queues the application behind the file's lock request for up to
+    # lock_timeout; while the blocker seen is still in the same transaction another
+    # attempt can only time out again, so it is passed over (the readers stall once).
+    hot.write(
+        "002_add_c.sql", "-- migrate:lock-timeout 400ms\nALTER TABLE hot ADD COLUMN c int;\n"
+    )
+    blocker = Blocker(hot.dsn)
+    reader = Reader(hot.dsn)
+    reader.start()
+    try:
+        time.sleep(0.3)
+        blocker.release_after(5)
+        process = start_runner({**cli_env, "MIGRATION_LOCK_RETRY_MAX_WAIT": "1s"})
+        runners.append(process)
+        code, output = finish(process, timeout=60)
+    finally:
+        reader.stop.set()
+        reader.join(10)
+        blocker.release()
+    assert code == 0, output
+    assert "not made, still blocked by pid" in output, output
+    queued = [latency for latency in reader.latencies if latency > 0.2]
+    assert len(queued) <= 2, (queued, output)  # the first attempt, at most one more
+    assert not reader.errors
+
+
 def test_a_file_that_runs_out_of_attempts_fails_naming_its_blocker(hot):
     hot.write(
         "002_add_c.sql",

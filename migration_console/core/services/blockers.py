@@ -116,17 +116,27 @@ class BlockerWatch:
     def released(self, blockers: list[Blocker]) -> bool:
         """Whether every one of ``blockers`` has ended the transaction it blocked in
         (or its session): then the next attempt need not wait out its back-off."""
+        return self._still_open(blockers) is False
+
+    def still_blocking(self, blockers: list[Blocker]) -> bool:
+        """Whether one of ``blockers`` is seen still in the transaction it blocked in:
+        it still holds its lock, so another attempt could only time out again."""
+        return self._still_open(blockers) is True
+
+    def _still_open(self, blockers: list[Blocker]) -> bool | None:
+        """None when it cannot be told (nothing seen, or the side session failed)."""
+        blockers = [blocker for blocker in blockers if blocker.xact_start]
         if not blockers or self._conn is None or self._conn.closed or self._conn.broken:
-            return False
+            return None
         try:
             rows = self._conn.execute(
                 "SELECT pid, xact_start FROM pg_stat_activity WHERE pid = ANY(%s)",
                 [[blocker.pid for blocker in blockers]],
             ).fetchall()
         except Exception:
-            return False
+            return None
         still = {(pid, start) for pid, start in rows}
-        return not any((b.pid, b.xact_start) in still for b in blockers if b.xact_start)
+        return any((blocker.pid, blocker.xact_start) in still for blocker in blockers)
 
     def close(self) -> None:
         with self._wake:

@@ -30,6 +30,8 @@ class LockWait:
     attempts_allowed: int
     blockers: list[Blocker] = field(default_factory=list)
     next_attempt_in_seconds: float | None = None  # set between attempts
+    # This attempt was not made: a blocker seen before was still in its transaction.
+    passed_over: bool = False
 
     @property
     def message(self) -> str:
@@ -38,6 +40,11 @@ class LockWait:
             return (
                 f"{self.filename} waits for a lock (attempt {self.attempt} of "
                 f"{self.attempts_allowed}), held by {who}"
+            )
+        if self.passed_over:
+            return (
+                f"{self.filename}: attempt {self.attempt} of {self.attempts_allowed} not made, "
+                f"still blocked by {who}; next attempt in {self.next_attempt_in_seconds:.1f} s"
             )
         return (
             f"{self.filename}: lock timeout on attempt {self.attempt} of {self.attempts_allowed}, "
@@ -55,6 +62,7 @@ class LockWait:
                 if self.next_attempt_in_seconds is None
                 else round(self.next_attempt_in_seconds, 1)
             ),
+            "passed_over": self.passed_over,
             "message": self.message,
             "blockers": [blocker.as_dict() for blocker in self.blockers],
         }
@@ -85,11 +93,18 @@ def wait_unless_stopped(seconds: float, stop_requested, ready=lambda: False) -> 
         time.sleep(min(STOP_CHECK_SECONDS, left))
 
 
-def exhausted_message(failure: ScriptFailed, attempts: int, lock_timeout: str, blockers) -> str:
+def exhausted_message(
+    failure: ScriptFailed, attempts: int, lock_timeout: str, blockers, passed_over: int = 0
+) -> str:
     who = describe_blockers(blockers) if blockers else "a session that let go before it was seen"
     if attempts == 1:
         return f"{failure}\nlock_timeout {lock_timeout}, no retries; blocked by {who}"
+    not_made = (
+        f", {passed_over} of them not made while the blocker stayed in its transaction"
+        if passed_over
+        else ""
+    )
     return (
-        f"{failure}\nGave up after {attempts} attempts (lock_timeout {lock_timeout} each); "
-        f"blocked by {who}"
+        f"{failure}\nGave up after {attempts} attempts (lock_timeout {lock_timeout} each"
+        f"{not_made}); blocked by {who}"
     )

@@ -346,6 +346,41 @@ def apply_plan(
     return steps, ""
 
 
+def _wait_for_next_attempt(
+    migration: MigrationFile,
+    attempt: int,
+    attempts_allowed: int,
+    observer: RunObserver,
+    watch: BlockerWatch,
+) -> tuple[int, str | None]:
+    """Back off after ``attempt`` timed out; returns the last attempt spent and the stop
+    reason, if any. An attempt is passed over (not made) while a blocker seen before is
+    still in its transaction: it still holds its lock, so the attempt could only queue
+    the application behind it for another lock_timeout. The last one is always made."""
+    seen = list(watch.latest)
+    passed_over = False
+    while True:
+        pause = retry_wait(attempt)
+        observer.lock_waiting(
+            LockWait(
+                migration.version,
+                migration.filename,
+                attempt,
+                attempts_allowed,
+                seen,
+                next_attempt_in_seconds=pause,
+                passed_over=passed_over,
+            )
+        )
+        stop = wait_unless_stopped(
+            pause, observer.stop_requested, ready=lambda: watch.released(seen)
+        )
+        if stop or attempt + 1 >= attempts_allowed or not watch.still_blocking(seen):
+            return attempt, stop
+        attempt += 1
+        passed_over = True
+
+
 def _apply_one(
     conn,
     target: Target,
@@ -361,7 +396,7 @@ def _apply_one(
     started_at = datetime.now(UTC)
     effective = migration.settings
     attempts_allowed = 1 + effective.lock_retries
-    attempt = 0
+    attempt = passed_over = 0
 
     def step(status: str, error: str | None = None) -> StepResult:
         return StepResult(
@@ -393,24 +428,16 @@ def _apply_one(
                     raise
                 if attempt >= attempts_allowed:
                     raise ScriptFailed(
-                        exhausted_message(failure, attempt, effective.lock_timeout, watch.latest)
+                        exhausted_message(
+                            failure, attempt, effective.lock_timeout, watch.latest, passed_over
+                        )
                     ) from failure.__cause__
                 # Rolled back whole: wait, then try the file again.
-                pause = retry_wait(attempt)
-                observer.lock_waiting(
-                    LockWait(
-                        migration.version,
-                        migration.filename,
-                        attempt,
-                        attempts_allowed,
-                        watch.latest,
-                        next_attempt_in_seconds=pause,
-                    )
+                made = attempt
+                attempt, stop = _wait_for_next_attempt(
+                    migration, attempt, attempts_allowed, observer, watch
                 )
-                seen = list(watch.latest)
-                stop = wait_unless_stopped(
-                    pause, observer.stop_requested, ready=lambda seen=seen: watch.released(seen)
-                )
+                passed_over += attempt - made
                 if stop:
                     return step(CANCELLED, stop), stop
     except ScriptFailed as failure:
