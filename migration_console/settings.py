@@ -4,6 +4,7 @@ Development defaults point at the throw-away cluster that `make run` keeps
 under .devdb/; with DJANGO_DEBUG off the production rules apply.
 """
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -147,6 +148,15 @@ MIGRATION_LOCK_RETRY_MAX_WAIT = env_duration("MIGRATION_LOCK_RETRY_MAX_WAIT", "6
 # An unapproved run request ends "expired" after this long (checked every minute).
 MIGRATION_REQUEST_TTL = env_duration("MIGRATION_REQUEST_TTL", "24h")
 MIGRATION_BACKUP_DIR = env_str("MIGRATION_BACKUP_DIR")
+# Checksums of directories of 256+ files, kept between calls (a cold status of 10,000
+# files reads none of them again); "" turns it off (read-only file systems skip it).
+MIGRATION_CHECKSUM_CACHE_DIR = env_str(
+    "MIGRATION_CHECKSUM_CACHE_DIR",
+    os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "migration-console",
+    ),
+)
 # How long a run keeps retrying its Run and audit rows while the console DB is away.
 MIGRATION_RECORD_RETRY_SECONDS = env_float("MIGRATION_RECORD_RETRY_SECONDS", 60.0)
 MIGRATION_WEBHOOK_URL = env_str("MIGRATION_WEBHOOK_URL")

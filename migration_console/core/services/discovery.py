@@ -20,8 +20,11 @@ import hashlib
 import itertools
 import os
 import re
+import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from migration_console.core.services import checksum_cache
 from migration_console.core.services.directives import (
     EffectiveSettings,
     FileDirectives,
@@ -42,11 +45,28 @@ class MigrationFile:
     name: str
     filename: str
     path: str
-    sql: str
+    source: str | None = field(repr=False, compare=False)  # None: not read yet (``sql``)
     checksum: str
     no_transaction: bool
     down_path: str | None = None
     directives: FileDirectives = field(default_factory=FileDirectives)
+
+    @cached_property
+    def sql(self) -> str:
+        """The file's text; read now if discovery took its checksum from the cache,
+        and refused if it no longer matches that checksum."""
+        if self.source is not None:
+            return self.source
+        try:
+            raw = _read_bytes(self.path, os.stat(self.path).st_size)
+        except OSError as exc:
+            raise MigrationSetError(self.filename, f"unreadable ({exc.strerror})") from None
+        sql, normalised = _decode(raw, self.filename)
+        if hashlib.sha256(normalised).hexdigest() != self.checksum:
+            raise MigrationSetError(
+                self.filename, "changed while it was being read; list the migrations again"
+            )
+        return sql
 
     @property
     def settings(self) -> EffectiveSettings:
@@ -101,12 +121,14 @@ class MigrationSet:
 
 @dataclass(frozen=True)
 class _ParsedFile:
-    sql: str
+    sql: str | None  # None: known by its signature from the checksum cache, not read
     checksum: str
     directives: FileDirectives
 
 
 _cache: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
+_NO_DIRECTIVES = FileDirectives()
+_NO_DIRECTIVES_STORED = [False, None, None, None]
 _exclusive_cache: dict[str, list] = {}
 
 
@@ -129,15 +151,8 @@ def _read_bytes(path: str, size: int) -> bytes:
         os.close(fd)
 
 
-def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
-    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-    cached = _cache.get(path)
-    if cached and cached[0] == signature:
-        return cached[1]
-    try:
-        raw = _read_bytes(path, stat.st_size)
-    except OSError as exc:
-        raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
+def _decode(raw: bytes, filename: str) -> tuple[str, bytes]:
+    """(the text, the normalised bytes its checksum is taken of), or MigrationSetError."""
     normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in raw else raw
     try:
         sql = normalised.decode("utf-8")
@@ -145,6 +160,30 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         raise MigrationSetError(filename, f"not valid UTF-8 (byte {exc.start})") from None
     if sql.startswith("\ufeff"):
         sql = sql[1:]
+    return sql, normalised
+
+
+def _read(
+    path: str, filename: str, stat: os.stat_result, persisted: dict | None = None
+) -> tuple[_ParsedFile, bool]:
+    """The file parsed, and whether it had to be read (not known by its signature)."""
+    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    cached = _cache.get(path)
+    if cached and cached[0] == signature:
+        return cached[1], False
+    known = persisted.get(filename) if persisted else None
+    if known is not None and (known[0], known[1], known[2], known[3]) == signature:
+        directives = _NO_DIRECTIVES if known[5] == _NO_DIRECTIVES_STORED else None
+        parsed = _ParsedFile(
+            sql=None, checksum=known[4], directives=directives or FileDirectives(*known[5])
+        )
+        _cache[path] = (signature, parsed)
+        return parsed, False
+    try:
+        raw = _read_bytes(path, stat.st_size)
+    except OSError as exc:
+        raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
+    sql, normalised = _decode(raw, filename)
     if not sql or sql.isspace():
         raise MigrationSetError(filename, "empty file")
     if "\x00" in sql:
@@ -168,7 +207,7 @@ def _read(path: str, filename: str, stat: os.stat_result) -> _ParsedFile:
         directives=directives,
     )
     _cache[path] = (signature, parsed)
-    return parsed
+    return parsed, True
 
 
 # The last result per directory (good files and problems alike), keyed by every
@@ -189,6 +228,8 @@ def discover_versioned(directory: str) -> tuple[int, list[MigrationFile]]:
     """``discover`` plus the set's generation (see ``MigrationSet``)."""
     found = discover_set(directory)
     found.refuse_problems()
+    for migration in found.files:
+        migration.sql  # noqa: B018  what runs is read whole and checked against its checksum
     return found.generation, list(found.files)
 
 
@@ -236,7 +277,7 @@ def _scan(directory: str) -> tuple[MigrationSet, bool, bool]:
     cached = _listing_cache.get(directory)
     if listing is not None and cached is not None and cached[0] == listing:
         return cached[1], True, links
-    files, problems = _discover_entries(entries)
+    files, problems = _discover_entries(directory, entries)
     found = MigrationSet(next(_generations), tuple(files), tuple(problems))
     if listing is None:
         return found, False, links
@@ -245,7 +286,7 @@ def _scan(directory: str) -> tuple[MigrationSet, bool, bool]:
 
 
 def _discover_entries(
-    entries: list[os.DirEntry],
+    directory: str, entries: list[os.DirEntry]
 ) -> tuple[list[MigrationFile], list[SetProblem]]:
     """The good files and the problems, in the order the strict scan always
     reported them: names and kinds, duplicates, contents, orphan down files."""
@@ -297,13 +338,18 @@ def _discover_entries(
             )
             ambiguous.update((version, other))
 
+    large = len(ups) >= checksum_cache.MIN_FILES
+    scan_started_ns = time.time_ns()
+    persisted = checksum_cache.load(directory) if large else None
+    read_any = False
     files = []
     for version, (name, filename, path, stat) in ups.items():
         try:
-            parsed = _read(path, filename, stat)
+            parsed, read = _read(path, filename, stat, persisted)
         except MigrationSetError as exc:
             problems.append(SetProblem(exc.filename, exc.reason))
             continue
+        read_any = read_any or read
         if version in ambiguous:
             continue
         files.append(
@@ -312,15 +358,38 @@ def _discover_entries(
                 name=name,
                 filename=filename,
                 path=path,
-                sql=parsed.sql,
+                source=parsed.sql,
                 checksum=parsed.checksum,
                 no_transaction=parsed.directives.no_transaction,
                 directives=parsed.directives,
                 down_path=None if f"down {version}" in ambiguous else downs.get(version),
             )
         )
+    if large and read_any:
+        checksum_cache.save(directory, scan_started_ns, _cache_entries(ups, files))
     for version, path in downs.items():
         if version not in ups:
             problems.append(SetProblem(os.path.basename(path), "down file without an up file"))
     files.sort(key=lambda f: f.sort_key)
     return files, problems
+
+
+def _cache_entries(ups: dict, files: list[MigrationFile]) -> dict[str, list]:
+    entries = {}
+    for migration in files:
+        stat = ups[migration.version][3]
+        directives = migration.directives
+        entries[migration.filename] = [
+            stat.st_size,
+            stat.st_mtime_ns,
+            stat.st_ctime_ns,
+            stat.st_ino,
+            migration.checksum,
+            [
+                directives.no_transaction,
+                directives.lock_timeout,
+                directives.statement_timeout,
+                directives.lock_retries,
+            ],
+        ]
+    return entries

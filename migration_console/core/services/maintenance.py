@@ -162,7 +162,7 @@ def _placeholder(item) -> MigrationFile:
         name=item.name,
         filename=f"{item.version}_{item.name}.sql",
         path="",
-        sql="",
+        source="",
         checksum=item.row.checksum if item.row else "",
         no_transaction=False,
     )
@@ -189,7 +189,7 @@ def _read_down(path: str, version: str, name: str) -> MigrationFile:
         name=name,
         filename=filename,
         path=path,
-        sql=text,
+        source=text,
         checksum=hashlib.sha256(normalised).hexdigest(),
         no_transaction=directives.no_transaction,
         directives=directives,
