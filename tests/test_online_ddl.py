@@ -135,9 +135,7 @@ def test_no_attempt_is_made_while_the_blocker_stays_in_its_transaction(hot, cli_
     # Each attempt queues the application behind the file's lock request for up to
     # lock_timeout; while the blocker seen is still in the same transaction another
     # attempt can only time out again, so it is passed over (the readers stall once).
-    hot.write(
-        "002_add_c.sql", "-- migrate:lock-timeout 400ms\nALTER TABLE hot ADD COLUMN c int;\n"
-    )
+    hot.write("002_add_c.sql", "-- migrate:lock-timeout 400ms\nALTER TABLE hot ADD COLUMN c int;\n")
     blocker = Blocker(hot.dsn)
     reader = Reader(hot.dsn)
     reader.start()
