@@ -113,7 +113,9 @@ def test_it_lists_members_with_their_counts_filters_them_by_state_and_pages_them
         answer = client.get(member + suffix)
         assert answer.status_code == 200, (suffix, answer.content[:500])
         assert "tenants/tenant_004" in answer.content.decode()
-    assert "boom in tenant_004" in client.get(member).content.decode()
+    member_page = client.get(member).content.decode()
+    assert "boom in tenant_004" in member_page
+    assert '<a href="/admin/console/groups/tenants/" id="crumb-group">' in member_page  # way back
     assert client.get("/admin/console/targets/tenants/tenant_004/nope/").status_code == 404
     assert client.get("/admin/console/groups/nope/").status_code == 404
 
