@@ -179,7 +179,20 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(table(rows, COLUMNS))
     save_results("summary", {"machine": machine(), "columns": COLUMNS, "rows": rows})
+    markdown = BENCH / "results" / "summary.md"
+    markdown.write_text(markdown_table(rows))
+    print(f"bench: the same table as Markdown (for README.md) in {markdown}")
     return 0
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    def cell(text: str, column: int) -> str:
+        text = str(text).replace("|", "\\|")
+        return f"`{text}`" if column == len(COLUMNS) - 1 and text else text
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(c, i) for i, c in enumerate(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

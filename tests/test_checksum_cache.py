@@ -2,9 +2,11 @@
 file whose stat signature is unchanged, every change is still seen, and what runs
 is always read whole and checked against the checksum it is recorded with."""
 
+import datetime
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -167,3 +169,60 @@ def test_small_sets_and_bad_files_are_not_cached(tmp_path, cache_dir, reads, tru
     reads.clear()
     assert [p.file for p in discovery.discover_set(str(big)).problems] == ["0009_t.sql"]
     assert reads == ["0009_t.sql"]  # the bad file is read (and refused) every time
+
+
+def test_lint_findings_are_kept_between_processes_for_readers_only(
+    tmp_path, cache_dir, monkeypatch
+):
+    from migration_console.core.services import lint
+
+    directory = tmp_path / "lintable"
+    directory.mkdir()
+    (directory / "001_drop.sql").write_text("DROP TABLE users;\n")
+    (directory / "002_fine.sql").write_text("SELECT 1;\n")
+    files = discovery.discover(str(directory))
+    first = lint.lint_files(files, stored=True)
+    assert [f.rule for f in first["001"].findings] == ["ban-drop-table"]
+    lint._cache.clear()  # a new process
+
+    def no_squawk(binary, todo):
+        raise AssertionError(f"squawk ran for {[m.filename for m in todo]}")
+
+    monkeypatch.setattr(lint, "_squawk", no_squawk)
+    again = lint.lint_files(files, stored=True)
+    assert again["001"] == first["001"] and again["002"] == first["002"]
+    lint._cache.clear()
+    # The --strict-lint gate lints what it is about to run itself.
+    with pytest.raises(AssertionError, match="squawk ran"):
+        lint.lint_files(files)
+
+
+def test_cache_files_unused_for_a_week_are_removed_when_another_is_written(
+    big, cache_dir, trusted_at_once
+):
+    cache_dir.mkdir()
+    stale = cache_dir / "checksums-0123.json"
+    stale.write_text("{}")
+    week_ago = time.time() - checksum_cache.UNUSED_FOR_SECONDS - 60
+    os.utime(stale, (week_ago, week_ago))
+    recent = cache_dir / "lint-4567.json"
+    recent.write_text("{}")
+    discovery.discover_set(str(big))
+    assert not stale.exists() and recent.exists()
+    assert len(list(cache_dir.glob("checksums-*.json"))) == 1
+
+
+def test_json_output_is_the_same_json_with_one_line_per_list_item():
+    from migration_console.core.formatting import readable_json
+
+    data = {
+        "database": "db_main",
+        "all_migrations": [{"version": "001", "lint": {"findings": []}, "é": None}],
+        "pending_migrations": [],
+        "applied_at": datetime.datetime(2026, 12, 2, 21, 0, tzinfo=datetime.UTC),
+        "nested": {"names": ["001", "002"], "empty": {}},
+    }
+    text = readable_json(data)
+    assert json.loads(text) == json.loads(json.dumps(data, default=str))
+    assert '    {"version": "001", "lint": {"findings": []}, "\\u00e9": null}' in text.splitlines()
+    assert text.startswith('{\n  "database": "db_main",\n')

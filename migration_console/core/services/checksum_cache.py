@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 
 from django.conf import settings
 
@@ -25,16 +26,57 @@ from django.conf import settings
 FORMAT = 1
 MIN_FILES = 256  # smaller sets are read in milliseconds: not worth a file of their own
 RACY_NS = 2_000_000_000
+# A cache file not rewritten for this long is removed when another is written: the
+# caches of deleted directories do not pile up (a kept one is rebuilt by one read).
+UNUSED_FOR_SECONDS = 7 * 24 * 3600
+
+
+def cache_path(name: str) -> str | None:
+    """Where the cache file ``name`` lives; None when caching is turned off."""
+    base = getattr(settings, "MIGRATION_CHECKSUM_CACHE_DIR", "")
+    return os.path.join(base, name) if base else None
 
 
 def _cache_file(directory: str) -> tuple[str, str] | None:
     """(the cache file's path, the directory's real path); None when disabled."""
-    base = getattr(settings, "MIGRATION_CHECKSUM_CACHE_DIR", "")
-    if not base:
-        return None
     real = os.path.realpath(directory)
     key = hashlib.sha256(real.encode()).hexdigest()[:32]
-    return os.path.join(base, f"checksums-{key}.json"), real
+    path = cache_path(f"checksums-{key}.json")
+    return (path, real) if path else None
+
+
+def read_json(path: str) -> dict | None:
+    """A cache file's content; None when it is missing or not a JSON object."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str, data: dict) -> None:
+    """Replace ``path`` with ``data`` atomically; silently nothing if it cannot."""
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(data, out, separators=(",", ":"))
+            os.replace(temporary, path)  # readers see the old cache or the new, never half
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        _prune(os.path.dirname(path))
+
+
+def _prune(base: str) -> None:
+    cutoff = time.time() - UNUSED_FOR_SECONDS
+    for entry in os.scandir(base):
+        if entry.name.endswith((".json", ".tmp")) and entry.stat().st_mtime < cutoff:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def load(directory: str) -> dict[str, list]:
@@ -44,10 +86,9 @@ def load(directory: str) -> dict[str, list]:
     if located is None:
         return {}
     path, real = located
+    data = read_json(path)
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-        if data.get("format") != FORMAT or data.get("directory") != real:
+        if data is None or data.get("format") != FORMAT or data.get("directory") != real:
             return {}
         trusted_before = int(data["scan_started_ns"]) - RACY_NS
         files = data["files"]
@@ -55,8 +96,8 @@ def load(directory: str) -> dict[str, list]:
         for name in racy:
             del files[name]
         return files
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return {}  # missing, unreadable, or from another version: read the files
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return {}  # from another version, or damaged: read the files
 
 
 def save(directory: str, scan_started_ns: int, entries: dict[str, list]) -> None:
@@ -72,14 +113,4 @@ def save(directory: str, scan_started_ns: int, entries: dict[str, list]) -> None
         "scan_started_ns": scan_started_ns,
         "files": entries,
     }
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(data, out, separators=(",", ":"))
-            os.replace(temporary, path)  # readers see the old cache or the new, never half
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+    write_json(path, data)

@@ -4,9 +4,11 @@ Findings are advice: ``plan``, the console and the API show them; only
 ``run --strict-lint`` refuses on error-level ones. squawk 2 reports every rule
 as a warning (only unparsable SQL is an error), so the rules below, which break
 a running application or hold long exclusive locks, are raised to ``error``.
-Results are cached by file checksum: a polled status page never re-runs squawk.
+Results are cached by file checksum: a polled status page never re-runs squawk,
+and ``status --json`` keeps them between calls (``MIGRATION_CHECKSUM_CACHE_DIR``).
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
+from migration_console.core.services import checksum_cache
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.errors import RunRefused
 
@@ -41,6 +44,8 @@ ERROR_RULES = frozenset(
 # statement_timeout would cut long migrations (CREATE INDEX CONCURRENTLY) short.
 EXCLUDED_RULES = ("require-lock-timeout", "require-statement-timeout")
 SQUAWK_TIMEOUT_SECONDS = 60
+STORED_FORMAT = 1  # bump when what a finding holds changes
+STORED_MAX = 50_000  # results kept between calls; beyond, only the last call's
 
 
 @dataclass(frozen=True)
@@ -143,8 +148,10 @@ class _SquawkFailed(Exception):
     pass
 
 
-def lint_files(files: list[MigrationFile]) -> dict[str, LintResult]:
-    """Findings per version; one squawk call for all files not yet cached."""
+def lint_files(files: list[MigrationFile], *, stored: bool = False) -> dict[str, LintResult]:
+    """Findings per version; one squawk call for all files not yet cached. ``stored``:
+    also reuse (and keep) results between processes, for read-only callers (never the
+    ``--strict-lint`` gate, which lints what it is about to run itself)."""
     results: dict[str, LintResult] = {}
     todo: list[MigrationFile] = []
     for migration in files:
@@ -159,6 +166,11 @@ def lint_files(files: list[MigrationFile]) -> dict[str, LintResult]:
     if binary is None:
         results.update({m.version: LintResult(unavailable=NOT_INSTALLED) for m in todo})
         return results
+    store = _Store(binary) if stored else None
+    if store is not None:
+        todo = [m for m in todo if not store.recall(m, results)]
+        if not todo:
+            return results
     try:
         found = _squawk(binary, todo)
     except (_SquawkFailed, OSError, subprocess.TimeoutExpired) as exc:
@@ -169,7 +181,56 @@ def lint_files(files: list[MigrationFile]) -> dict[str, LintResult]:
         result = LintResult(findings=tuple(ordered))
         _cache[(migration.checksum, migration.no_transaction)] = result
         results[migration.version] = result
+    if store is not None:
+        store.keep(todo, results)
     return results
+
+
+class _Store:
+    """Findings by (checksum, no_transaction) in a file per squawk binary and rule set."""
+
+    def __init__(self, binary: str):
+        stat = os.stat(binary)
+        identity = "|".join(
+            [
+                str(STORED_FORMAT),
+                os.path.realpath(binary),
+                str(stat.st_size),
+                str(stat.st_mtime_ns),
+                ",".join(sorted(ERROR_RULES)),
+                ",".join(EXCLUDED_RULES),
+            ]
+        )
+        name = f"lint-{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
+        self.path = checksum_cache.cache_path(name)
+        data = checksum_cache.read_json(self.path) if self.path else None
+        self.entries = data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def key(migration: MigrationFile) -> str:
+        return f"{migration.checksum}:{int(migration.no_transaction)}"
+
+    def recall(self, migration: MigrationFile, results: dict[str, LintResult]) -> bool:
+        raw = self.entries.get(self.key(migration))
+        try:
+            findings = tuple(Finding(**finding) for finding in raw) if raw is not None else None
+        except TypeError:
+            findings = None  # damaged: lint again
+        if findings is None:
+            return False
+        result = LintResult(findings=findings)
+        _cache[(migration.checksum, migration.no_transaction)] = result
+        results[migration.version] = result
+        return True
+
+    def keep(self, linted: list[MigrationFile], results: dict[str, LintResult]) -> None:
+        if not self.path:
+            return
+        fresh = {self.key(m): [f.as_dict() for f in results[m.version].findings] for m in linted}
+        entries = (
+            {**self.entries, **fresh} if len(self.entries) + len(fresh) <= STORED_MAX else fresh
+        )
+        checksum_cache.write_json(self.path, entries)
 
 
 def refuse_lint_errors(plan: list[MigrationFile]) -> None:

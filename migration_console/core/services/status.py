@@ -130,7 +130,7 @@ class TargetStatus:
         if lint:
             from migration_console.core.services.lint import lint_files
 
-            results = lint_files([item.file for item in self.pending])
+            results = lint_files([item.file for item in self.pending], stored=True)
             findings = {version: result.as_dict() for version, result in results.items()}
 
         # The three lists share their items: each item's dict is built once and the

@@ -5,14 +5,18 @@ Only translates argv to service calls and results to text or JSON; exit codes:
 refused run, 3 lock not acquired in time.
 """
 
-import json
 import sys
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from migration_console.core.formatting import STATE_MARKS, format_duration, run_answer
+from migration_console.core.formatting import (
+    STATE_MARKS,
+    format_duration,
+    readable_json,
+    run_answer,
+)
 from migration_console.core.management import cancel_unlock
 from migration_console.core.models import AuditEvent
 from migration_console.core.services.audit import audit_record
@@ -240,7 +244,7 @@ class Command(BaseCommand):
             self.stdout.write(message, ending=ending)
 
     def emit_json(self, data: dict) -> None:
-        self.stdout.write(json.dumps(data, indent=2, default=str))
+        self.stdout.write(readable_json(data))
 
     def banner(self, target, title: str) -> None:
         self.say(RULE)
