@@ -254,6 +254,10 @@ def test_the_dockerfile_is_slim_non_root_and_serves_with_gunicorn():
     cmd = json.loads(re.search(r"^CMD\s+(\[.*\])$", text, re.M).group(1))
     assert cmd[:3] == ["gunicorn", "-c", "gunicorn.conf.py"]
     assert "collectstatic" in text
+    # PYTHONDONTWRITEBYTECODE + a read-only /app: compiled at build, not on every call.
+    assert re.search(
+        r"^RUN python -m compileall -q manage\.py migration_console accounts$", text, re.M
+    )
     for source in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
         for item in source.split():
             assert (ROOT / item).exists(), f"COPY {item}: not in the repository"
