@@ -88,6 +88,16 @@ def status_rows(status: dict) -> list[list[str]]:
                 command,
             ]
         )
+    if "first_seconds" in status:
+        rows.append(
+            [
+                "  migrate_sql --status, first call (checksum cache empty)",
+                "",
+                f"{status['first_seconds']:.2f} s",
+                "",
+                command,
+            ]
+        )
     if "api" in status:
         api = status["api"]
         rows.append(
