@@ -128,6 +128,15 @@ def test_what_runs_is_read_whole_and_checked_against_its_checksum(
         discovery.discover(str(big))
     assert refused.value.filename == "0005_t_5.sql"
     assert "changed while it was being read" in refused.value.reason
+    # Nor other settings than the file's own: a lie about its directives is refused too.
+    data["files"]["0005_t_5.sql"][4] = hashlib.sha256(b"CREATE TABLE t_5 (id int);\n").hexdigest()
+    data["files"]["0005_t_5.sql"][5] = [False, "1h", None, None]
+    cache_file.write_text(json.dumps(data))
+    new_process()
+    assert discovery.discover_set(str(big)).files[4].settings.lock_timeout == "1h"
+    new_process()
+    with pytest.raises(MigrationSetError, match="changed while it was being read"):
+        discovery.discover(str(big))
     # Without the lie, discover reads every file it returns.
     cache_file.unlink()
     new_process()

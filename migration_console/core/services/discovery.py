@@ -61,12 +61,14 @@ class MigrationFile:
             raw = _read_bytes(self.path, os.stat(self.path).st_size)
         except OSError as exc:
             raise MigrationSetError(self.filename, f"unreadable ({exc.strerror})") from None
-        sql, normalised = _decode(raw, self.filename)
-        if hashlib.sha256(normalised).hexdigest() != self.checksum:
+        # Checked as a first read would be: what the cache said (checksum, directives,
+        # a valid file) must be what is on disk now.
+        parsed = _parse(raw, self.filename)
+        if parsed.checksum != self.checksum or parsed.directives != self.directives:
             raise MigrationSetError(
                 self.filename, "changed while it was being read; list the migrations again"
             )
-        return sql
+        return parsed.sql
 
     @property
     def settings(self) -> EffectiveSettings:
@@ -163,6 +165,31 @@ def _decode(raw: bytes, filename: str) -> tuple[str, bytes]:
     return sql, normalised
 
 
+def _parse(raw: bytes, filename: str) -> _ParsedFile:
+    """A file's text, checksum and directives, or MigrationSetError if it is no good."""
+    sql, normalised = _decode(raw, filename)
+    if not sql or sql.isspace():
+        raise MigrationSetError(filename, "empty file")
+    if "\x00" in sql:
+        # libpq sends a query as a C string: the server would never see what follows.
+        line = sql.count("\n", 0, sql.index("\x00")) + 1
+        raise MigrationSetError(filename, f"NUL character on line {line}")
+    directives = parse_directives(sql, filename)
+    if not directives.no_transaction:
+        found = transaction_control(sql)
+        if found:
+            keyword, line = found
+            raise MigrationSetError(
+                filename,
+                f"{keyword} on line {line}: the file already runs in one transaction with "
+                "its tracking row; remove it (or make the file "
+                f"'{NO_TRANSACTION_DIRECTIVE}')",
+            )
+    return _ParsedFile(
+        sql=sql, checksum=hashlib.sha256(normalised).hexdigest(), directives=directives
+    )
+
+
 def _read(
     path: str, filename: str, stat: os.stat_result, persisted: dict | None = None
 ) -> tuple[_ParsedFile, bool]:
@@ -183,29 +210,7 @@ def _read(
         raw = _read_bytes(path, stat.st_size)
     except OSError as exc:
         raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
-    sql, normalised = _decode(raw, filename)
-    if not sql or sql.isspace():
-        raise MigrationSetError(filename, "empty file")
-    if "\x00" in sql:
-        # libpq sends a query as a C string: the server would never see what follows.
-        line = sql.count("\n", 0, sql.index("\x00")) + 1
-        raise MigrationSetError(filename, f"NUL character on line {line}")
-    directives = parse_directives(sql, filename)
-    if not directives.no_transaction:
-        found = transaction_control(sql)
-        if found:
-            keyword, line = found
-            raise MigrationSetError(
-                filename,
-                f"{keyword} on line {line}: the file already runs in one transaction with "
-                "its tracking row; remove it (or make the file "
-                f"'{NO_TRANSACTION_DIRECTIVE}')",
-            )
-    parsed = _ParsedFile(
-        sql=sql,
-        checksum=hashlib.sha256(normalised).hexdigest(),
-        directives=directives,
-    )
+    parsed = _parse(raw, filename)
     _cache[path] = (signature, parsed)
     return parsed, True
 
