@@ -82,17 +82,16 @@ def hot(target):
     return target
 
 
-def test_a_file_blocked_for_4s_succeeds_after_retries_and_readers_never_wait_past_1_5s(
-    hot, cli_env, runners
-):
-    hot.write("002_add_c.sql", "ALTER TABLE hot ADD COLUMN c int;\n")
+def run_behind_a_blocker(hot, cli_env, runners, *, blocked_for: float):
+    """A runner process started while a blocker holds ``hot`` for ``blocked_for``
+    seconds and a reader queries it: (exit code, output, the blocker, the reader)."""
     blocker = Blocker(hot.dsn)
     reader = Reader(hot.dsn)
     reader.start()
     try:
         time.sleep(0.3)
-        blocker.release_after(4)
-        env = {**cli_env, "MIGRATION_LOCK_RETRY_MAX_WAIT": "1s"}  # keeps the test short
+        blocker.release_after(blocked_for)
+        env = {**cli_env, "MIGRATION_LOCK_RETRY_MAX_WAIT": "1s"}  # keeps the tests short
         process = start_runner(env)
         runners.append(process)
         code, output = finish(process, timeout=60)
@@ -100,6 +99,14 @@ def test_a_file_blocked_for_4s_succeeds_after_retries_and_readers_never_wait_pas
         reader.stop.set()
         reader.join(10)
         blocker.release()
+    return code, output, blocker, reader
+
+
+def test_a_file_blocked_for_4s_succeeds_after_retries_and_readers_never_wait_past_1_5s(
+    hot, cli_env, runners
+):
+    hot.write("002_add_c.sql", "ALTER TABLE hot ADD COLUMN c int;\n")
+    code, output, blocker, reader = run_behind_a_blocker(hot, cli_env, runners, blocked_for=4)
     assert code == 0, output
     assert hot.scalar("SELECT count(*) FROM information_schema.columns WHERE column_name = 'c'")
     assert f"pid {blocker.pid}" in output and "nightly-report" in output, output
@@ -136,19 +143,7 @@ def test_no_attempt_is_made_while_the_blocker_stays_in_its_transaction(hot, cli_
     # lock_timeout; while the blocker seen is still in the same transaction another
     # attempt can only time out again, so it is passed over (the readers stall once).
     hot.write("002_add_c.sql", "-- migrate:lock-timeout 400ms\nALTER TABLE hot ADD COLUMN c int;\n")
-    blocker = Blocker(hot.dsn)
-    reader = Reader(hot.dsn)
-    reader.start()
-    try:
-        time.sleep(0.3)
-        blocker.release_after(5)
-        process = start_runner({**cli_env, "MIGRATION_LOCK_RETRY_MAX_WAIT": "1s"})
-        runners.append(process)
-        code, output = finish(process, timeout=60)
-    finally:
-        reader.stop.set()
-        reader.join(10)
-        blocker.release()
+    code, output, _, reader = run_behind_a_blocker(hot, cli_env, runners, blocked_for=5)
     assert code == 0, output
     assert "not made, still blocked by pid" in output, output
     queued = [latency for latency in reader.latencies if latency > 0.2]

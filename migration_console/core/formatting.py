@@ -1,5 +1,7 @@
 """Presentation helpers shared by the command, the console and the API."""
 
+import json
+
 
 def format_duration(ns: int | None) -> str:
     if ns is None:
@@ -47,14 +49,15 @@ def run_answer(outcome) -> tuple[int, dict]:
     }
 
 
+_ENCODER = json.JSONEncoder(default=str)
+
+
 def readable_json(value, indent: str = "") -> str:
     """JSON laid out as ``json.dumps(indent=2)`` lays out objects and lists, except that
     an object or list inside a list takes one line, encoded by Python's C encoder (the
     indenting encoder is pure Python): a status of 10,000 migrations encodes about five
     times faster, and each migration is one line, for grep."""
-    import json
-
-    encode = json.JSONEncoder(default=str).encode
+    encode = _ENCODER.encode
     inner = indent + "  "
     if isinstance(value, dict) and value:
         members = (

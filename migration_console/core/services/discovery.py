@@ -21,7 +21,7 @@ import itertools
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from functools import cached_property
 
 from migration_console.core.services import checksum_cache
@@ -130,7 +130,7 @@ class _ParsedFile:
 
 _cache: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
 _NO_DIRECTIVES = FileDirectives()
-_NO_DIRECTIVES_STORED = [False, None, None, None]
+_NO_DIRECTIVES_STORED = list(astuple(_NO_DIRECTIVES))  # as the checksum cache keeps them
 _exclusive_cache: dict[str, list] = {}
 
 
@@ -153,7 +153,7 @@ def _read_bytes(path: str, size: int) -> bytes:
         os.close(fd)
 
 
-def _decode(raw: bytes, filename: str) -> tuple[str, bytes]:
+def decode_sql(raw: bytes, filename: str) -> tuple[str, bytes]:
     """(the text, the normalised bytes its checksum is taken of), or MigrationSetError."""
     normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in raw else raw
     try:
@@ -167,7 +167,7 @@ def _decode(raw: bytes, filename: str) -> tuple[str, bytes]:
 
 def _parse(raw: bytes, filename: str) -> _ParsedFile:
     """A file's text, checksum and directives, or MigrationSetError if it is no good."""
-    sql, normalised = _decode(raw, filename)
+    sql, normalised = decode_sql(raw, filename)
     if not sql or sql.isspace():
         raise MigrationSetError(filename, "empty file")
     if "\x00" in sql:
@@ -383,18 +383,12 @@ def _cache_entries(ups: dict, files: list[MigrationFile]) -> dict[str, list]:
     entries = {}
     for migration in files:
         stat = ups[migration.version][3]
-        directives = migration.directives
         entries[migration.filename] = [
             stat.st_size,
             stat.st_mtime_ns,
             stat.st_ctime_ns,
             stat.st_ino,
             migration.checksum,
-            [
-                directives.no_transaction,
-                directives.lock_timeout,
-                directives.statement_timeout,
-                directives.lock_retries,
-            ],
+            list(astuple(migration.directives)),
         ]
     return entries

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from migration_console.core.services.caller import Caller
 from migration_console.core.services.directives import parse_directives
-from migration_console.core.services.discovery import MigrationFile, discover
+from migration_console.core.services.discovery import MigrationFile, decode_sql, discover
 from migration_console.core.services.errors import (
     InvalidRequest,
     MigrationConsoleError,
@@ -175,12 +175,7 @@ def _read_down(path: str, version: str, name: str) -> MigrationFile:
             raw = handle.read()
     except OSError as exc:
         raise MigrationSetError(filename, f"unreadable ({exc.strerror})") from None
-    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    try:
-        text = normalised.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MigrationSetError(filename, f"not valid UTF-8 (byte {exc.start})") from None
-    text = text.removeprefix("\ufeff")
+    text, normalised = decode_sql(raw, filename)
     if not text.strip():
         raise MigrationSetError(filename, "empty file")
     directives = parse_directives(text, filename)
