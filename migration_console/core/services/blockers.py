@@ -138,6 +138,14 @@ class BlockerWatch:
         still = {(pid, start) for pid, start in rows}
         return any((blocker.pid, blocker.xact_start) in still for blocker in blockers)
 
+    def side_query(self, query: Callable):
+        """``query(connection)`` on the watch's own session, from a ``report`` callback
+        (the watcher thread); None if it fails: a side view only."""
+        try:
+            return query(self._conn)
+        except Exception:
+            return None
+
     def close(self) -> None:
         with self._wake:
             self._closed = True

@@ -38,14 +38,21 @@ def _error_text(
     return text
 
 
-_prefixes: dict[tuple[str, str | None], str] = {}
+_prefixes: dict[tuple[str, str | None, bool], str] = {}
+
+# In a batch every file starts its own clock: the server's statement_timestamp() is
+# the same for all statements of one query string. See tracking.completed_row_sql.
+_FILE_STARTED = (
+    "SELECT set_config('migration_console.file_started',"
+    " extract(epoch FROM clock_timestamp())::text, true);"
+)
 
 
-def _transaction_prefix(conn, script: MigrationFile) -> str:
+def _transaction_prefix(conn, script: MigrationFile, *, in_batch: bool = False) -> str:
     """``BEGIN; SET LOCAL lock_timeout = '1s';`` (and the file's statement_timeout),
     composed once per pair of values."""
     effective = script.settings
-    key = (effective.lock_timeout, effective.statement_timeout)
+    key = (effective.lock_timeout, effective.statement_timeout, in_batch)
     prefix = _prefixes.get(key)
     if prefix is None:
         from psycopg import sql
@@ -53,6 +60,8 @@ def _transaction_prefix(conn, script: MigrationFile) -> str:
         parts = [sql.SQL("BEGIN; SET LOCAL lock_timeout = {};").format(sql.Literal(key[0]))]
         if key[1] is not None:
             parts.append(sql.SQL(" SET LOCAL statement_timeout = {};").format(sql.Literal(key[1])))
+        if in_batch:
+            parts.append(sql.SQL(" " + _FILE_STARTED))
         prefix = _prefixes[key] = sql.Composed([*parts, sql.SQL("\n")]).as_string(conn)
     return prefix
 
@@ -85,22 +94,73 @@ def execute_in_transaction(conn, script: MigrationFile, trailer: str) -> None:
     """Run ``script`` and the ``trailer`` SQL (its tracking change) as one transaction,
     sent as one query string: one round trip, applied entirely or not at all."""
     prefix = _transaction_prefix(conn, script)
-    # The newline ends a trailing "--" comment in the file before our statements.
-    query = f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
     try:
-        conn.execute(query.encode())
+        conn.execute(_transaction_text(prefix, script, trailer).encode())
     except Exception as exc:
+        _roll_back(conn, exc)
+        raise failure_of(exc, script, len(prefix)) from exc
+
+
+def _transaction_text(prefix: str, script: MigrationFile, trailer: str) -> str:
+    # The newline ends a trailing "--" comment in the file before our statements.
+    return f"{prefix}{script.sql}\n;\n{trailer};\nCOMMIT;"
+
+
+def _roll_back(conn, exc: Exception) -> None:
+    """After a failed transaction string: end the aborted transaction, or raise
+    SessionLost when the session went with it."""
+    if session_gone(conn):
+        raise SessionLost(cause_of(exc)) from exc
+    try:
+        conn.execute("ROLLBACK")
+    except Exception:
         if session_gone(conn):
             raise SessionLost(cause_of(exc)) from exc
+        raise
+
+
+def failure_of(exc: Exception, script: MigrationFile, offset: int) -> Exception:
+    """What ``script``'s rolled-back transaction failed with; ``offset`` is where its
+    text starts in the query string sent. Its cause is ``exc``, as if raised from it."""
+    failure = (
+        RecordedMeanwhile(str(exc))
+        if is_duplicate_record(exc)
+        else ScriptFailed(_error_text(exc, script, offset))
+    )
+    failure.__cause__ = exc
+    return failure
+
+
+class BatchStopped(Exception):
+    """A batch stopped at one of its files (which one, the tracking table tells):
+    ``cause`` is the database's error (the transaction rolled back) or SessionLost."""
+
+    def __init__(self, cause: Exception, offsets: list[int]):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.offsets = offsets  # where each file's text starts in the query string
+
+
+def execute_batch(conn, scripts: list[MigrationFile], trailers: list[str]) -> None:
+    """Run several files, each with its trailer as its own transaction, in one query
+    string: PostgreSQL commits each at its COMMIT and skips the rest of the string at
+    the first error, so the files before a failure stay applied and recorded, the
+    failing one is rolled back whole, and the ones after it are not started."""
+    parts, offsets, length = [], [], 0
+    for script, trailer in zip(scripts, trailers, strict=True):
+        prefix = _transaction_prefix(conn, script, in_batch=True)
+        text = _transaction_text(prefix, script, trailer) + "\n"
+        offsets.append(length + len(prefix))
+        parts.append(text)
+        length += len(text)
+    try:
+        conn.execute("".join(parts).encode())
+    except Exception as exc:
         try:
-            conn.execute("ROLLBACK")
-        except Exception:
-            if session_gone(conn):
-                raise SessionLost(cause_of(exc)) from exc
-            raise
-        if is_duplicate_record(exc):
-            raise RecordedMeanwhile(str(exc)) from exc
-        raise ScriptFailed(_error_text(exc, script, len(prefix))) from exc
+            _roll_back(conn, exc)
+        except SessionLost as lost:
+            raise BatchStopped(lost, offsets) from exc
+        raise BatchStopped(exc, offsets) from exc
 
 
 def execute_statements(conn, script: MigrationFile) -> None:

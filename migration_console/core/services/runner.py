@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from migration_console.core.services.backup import backup_create
+from migration_console.core.services.batches import BatchOutcome, BatchSizer, batch_apply
 from migration_console.core.services.blockers import BlockerWatch
 from migration_console.core.services.discovery import MigrationFile, discover
 from migration_console.core.services.errors import ConfigurationError, RunRefused
@@ -54,6 +55,7 @@ from migration_console.core.services.status import (
     TargetStatus,
     build_status,
 )
+from migration_console.core.services.steps import StepResult
 from migration_console.core.services.targets import Target, target_connect
 from migration_console.core.services.tracking import (
     completed_row_sql,
@@ -73,26 +75,6 @@ CANCELLED = "cancelled"
 # A step the run could not start because it lost its session after the previous
 # file committed; it changed nothing.
 NOT_STARTED = "not_started"
-
-
-@dataclass
-class StepResult:
-    version: str
-    name: str
-    status: str  # completed | failed
-    duration_ns: int
-    error: str | None = None
-    attempts: int = 1  # more than 1 after lock-timeout retries
-
-    def as_dict(self) -> dict:
-        return {
-            "version": self.version,
-            "name": self.name,
-            "status": self.status,
-            "duration": self.duration_ns,
-            "error": self.error,
-            "attempts": self.attempts,
-        }
 
 
 @dataclass
@@ -318,24 +300,57 @@ def apply_plan(
     observer: RunObserver,
     watch: BlockerWatch,
     retried: frozenset[str] = frozenset(),
+    batching: bool = False,
 ) -> tuple[list[StepResult], str]:
     """Apply ``plan`` in order, stopping at the first failure or when the observer asks
     to stop; returns the steps and why it stopped early ("" otherwise). ``retried``:
-    versions whose tracking row is a ``failed`` attempt that this run replaces."""
+    versions whose tracking row is a ``failed`` attempt that this run replaces.
+    ``batching``: quick files may travel several to a round trip (batches.py)."""
     steps: list[StepResult] = []
-    for index, migration in enumerate(plan):
+    sizer = BatchSizer()
+    index = 0
+    while index < len(plan):
         stop = observer.stop_requested()
         if stop:
             return steps, stop
-        observer.migration_started(migration)
+        batch = sizer.next_batch(plan, index) if batching else plan[index : index + 1]
+        carried: BatchOutcome | None = None
+        if len(batch) > 1:
+            started = time.perf_counter_ns()
+            carried = batch_apply(
+                conn,
+                target,
+                batch,
+                applied_by=applied_by,
+                retried=retried,
+                watch=watch,
+                observer=observer,
+            )
+            steps.extend(carried.completed)
+            index += len(carried.completed)
+            if carried.failure is None:
+                sizer.finished(len(batch), time.perf_counter_ns() - started)
+                continue
+        migration = plan[index]
+        if not (carried and carried.announced):
+            observer.migration_started(migration)
         step, stop = _apply_one(
-            conn, target, migration, applied_by, observer, watch, migration.version in retried
+            conn,
+            target,
+            migration,
+            applied_by,
+            observer,
+            watch,
+            migration.version in retried,
+            carried=carried,
         )
         steps.append(step)
         observer.migration_finished(step)
+        index += 1
         if step.status == "completed" and not step.error:
+            sizer.finished(1, step.duration_ns)
             continue
-        following = plan[index + 1 : index + 2]
+        following = plan[index : index + 1]
         if step.status == "completed" and following:
             # Its commit landed, but the session is gone: the run stops here, and the
             # first file it could not start is reported as the failure.
@@ -389,11 +404,14 @@ def _apply_one(
     observer: RunObserver,
     watch: BlockerWatch,
     retry: bool,
+    carried: BatchOutcome | None = None,
 ) -> tuple[StepResult, str]:
     """Apply one file: its step (an ``error`` on a completed step means the run must
-    stop anyway) and the stop reason, if a stop was requested."""
+    stop anyway) and the stop reason, if a stop was requested. ``carried``: a batch
+    stopped at this file, and its failure counts as the file's first attempt."""
     started = time.perf_counter_ns()
-    started_at = datetime.now(UTC)
+    started_at = carried.started_at if carried else datetime.now(UTC)
+    first_failure = carried.failure if carried else None
     effective = migration.settings
     attempts_allowed = 1 + effective.lock_retries
     attempt = passed_over = 0
@@ -417,6 +435,9 @@ def _apply_one(
         while True:
             attempt += 1
             try:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
                 with watch.watching(duration_seconds(effective.lock_timeout), report):
                     if migration.no_transaction:
                         _apply_without_transaction(conn, target, migration, applied_by, started)
@@ -531,6 +552,7 @@ def migrations_apply(
                 observer=observer,
                 watch=watch,
                 retried=frozenset(item.version for item in status.with_state(FAILED)),
+                batching=options.use_lock,
             )
         finally:
             watch.close()

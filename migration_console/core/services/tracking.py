@@ -70,25 +70,45 @@ def tracking_rows(conn, schema: str) -> dict[str, TrackingRow]:
     return {row[0]: TrackingRow(*row) for row in cursor}
 
 
+def tracking_completed_among(conn, schema: str, versions: list[str]) -> dict[str, int]:
+    """Which of ``versions`` are recorded ``completed``, with their durations."""
+    cursor = conn.execute(
+        sql.SQL(
+            "SELECT version, duration_ns FROM {} WHERE version = ANY(%s) AND status = 'completed'"
+        ).format(table_identifier(schema)),
+        [versions],
+    )
+    return dict(cursor.fetchall())
+
+
 # Measured by the server from the receipt of the query string that carries both
 # the migration and this insert, so it costs no extra round trip.
 _SERVER_DURATION_TEXT = (
     "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000000000)::bigint"
 )
 _SERVER_DURATION = sql.SQL(_SERVER_DURATION_TEXT)
+# In a batch (several files in one query string) each file's transaction first sets
+# migration_console.file_started (execute._FILE_STARTED).
+_BATCH_DURATION_TEXT = (
+    "((extract(epoch FROM clock_timestamp())"
+    " - current_setting('migration_console.file_started')::numeric) * 1000000000)::bigint"
+)
 
 
 @functools.lru_cache(maxsize=64)  # immutable, and composed once per file otherwise
-def insert_statement(schema: str, *, server_duration: bool = False) -> sql.Composed:
+def insert_statement(
+    schema: str, *, server_duration: bool = False, in_batch: bool = False
+) -> sql.Composed:
+    if server_duration:
+        duration = sql.SQL(_BATCH_DURATION_TEXT if in_batch else _SERVER_DURATION_TEXT)
+    else:
+        duration = sql.SQL("%(duration_ns)s")
     return sql.SQL(
         "INSERT INTO {table}"
         " (version, name, checksum, status, applied_at, duration_ns, applied_by, error)"
         " VALUES (%(version)s, %(name)s, %(checksum)s, %(status)s, clock_timestamp(),"
         " {duration_ns}, %(applied_by)s, %(error)s)"
-    ).format(
-        table=table_identifier(schema),
-        duration_ns=_SERVER_DURATION if server_duration else sql.SQL("%(duration_ns)s"),
-    )
+    ).format(table=table_identifier(schema), duration_ns=duration)
 
 
 @functools.lru_cache(maxsize=64)
@@ -117,9 +137,12 @@ def completed_row_sql(
     checksum: str,
     applied_by: str,
     replaces_failure: bool,
+    in_batch: bool = False,
 ) -> str:
     """The tracking insert as literal SQL, to travel in the same query string
     (and so the same transaction and round trip) as the migration itself.
+    ``in_batch``: the file travels with others (execute.execute_batch), so its
+    duration is measured from its own start rather than the query string's.
 
     A plain INSERT, never an upsert: if another runner recorded the version
     meanwhile, the primary key refuses it and the whole file rolls back, instead
@@ -128,7 +151,11 @@ def completed_row_sql(
     a failed one: a completed row still makes the INSERT fail).
     """
     fast = _completed_row_fast(
-        conn, schema, (version, name, checksum, applied_by), replaces_failure=replaces_failure
+        conn,
+        schema,
+        (version, name, checksum, applied_by),
+        replaces_failure=replaces_failure,
+        in_batch=in_batch,
     )
     if fast is not None:
         return fast
@@ -143,7 +170,9 @@ def completed_row_sql(
         "error": None,
     }
     cursor = ClientCursor(conn)
-    insert = cursor.mogrify(insert_statement(schema, server_duration=True), params)
+    insert = cursor.mogrify(
+        insert_statement(schema, server_duration=True, in_batch=in_batch), params
+    )
     if not replaces_failure:
         return insert
     delete = cursor.mogrify(_DELETE_FAILED.format(table_identifier(schema)), params)
@@ -165,7 +194,7 @@ _table_text: dict[tuple[str, str], str] = {}
 
 
 def _completed_row_fast(
-    conn, schema: str, values: tuple[str, ...], *, replaces_failure: bool
+    conn, schema: str, values: tuple[str, ...], *, replaces_failure: bool, in_batch: bool
 ) -> str | None:
     """``completed_row_sql`` without a cursor and a mogrify per file (a run of 1,000
     quick files pays it 1,000 times): the same text, byte for byte, for values that
@@ -182,7 +211,7 @@ def _completed_row_fast(
         f"INSERT INTO {table}"
         " (version, name, checksum, status, applied_at, duration_ns, applied_by, error)"
         f" VALUES ({version}, {name}, {checksum}, 'completed', clock_timestamp(),"
-        f" {_SERVER_DURATION_TEXT}, {applied_by}, NULL)"
+        f" {_BATCH_DURATION_TEXT if in_batch else _SERVER_DURATION_TEXT}, {applied_by}, NULL)"
     )
     if not replaces_failure:
         return insert
