@@ -31,7 +31,7 @@ PHASES = (
     ("console db: run row", "Run row created and marked running"),
     ("discovery + hashing", "list, read, checksum and check every file"),
     ("target: connect, lock, plan", "session, advisory lock, tracking rows, status"),
-    ("per-file round trips", "one query string per file: migration + tracking insert"),
+    ("applying the files", "each file with its tracking insert; quick ones batched"),
     ("console db: final rows", "final Run row and the audit row"),
     ("other", "argument parsing, output, threads, reaping stale runs ..."),
     ("exit", "interpreter shutdown until the process is reaped"),
@@ -89,7 +89,7 @@ def child(argv: list[str]) -> None:
         management.load_command_class = load_and_wrap
         timed(discovery, "discover_set", "discovery + hashing")
         timed(status, "discover_set", "discovery + hashing")
-        timed(runner, "apply_plan", "per-file round trips")
+        timed(runner, "apply_plan", "applying the files")
         timed(runs, "run_create", "console db: run row")
         timed(run_records.RunRecorder, "finish", "console db: final rows")
         timed(runs, "migrations_apply", "target: connect, lock, plan")
@@ -113,7 +113,7 @@ def child(argv: list[str]) -> None:
     total = time.perf_counter() - started
     # Nested phases: discovery and the round trips are inside the status and the run.
     spent["target: connect, lock, plan"] -= (
-        spent["per-file round trips"] + spent["discovery + hashing"]
+        spent["applying the files"] + spent["discovery + hashing"]
     )
     inside = sum(v for k, v in spent.items() if k != "python start-up")
     spent["python start-up"] = marks["main"]
