@@ -23,7 +23,7 @@ import time
 from django.conf import settings
 
 # Bump when what is stored, or what makes a file valid, changes: old caches are ignored.
-FORMAT = 1
+FORMAT = 2  # 2: a file's directives are null when it has none
 MIN_FILES = 256  # smaller sets are read in milliseconds: not worth a file of their own
 RACY_NS = 2_000_000_000
 # A cache file not rewritten for this long is removed when another is written: the
@@ -80,8 +80,8 @@ def _prune(base: str) -> None:
 
 
 def load(directory: str) -> dict[str, list]:
-    """filename -> [size, mtime_ns, ctime_ns, inode, checksum, directives] of the
-    entries that may be trusted while the file's stat still says the same."""
+    """filename -> [size, mtime_ns, ctime_ns, inode, checksum, directives or None] of
+    the entries that may be trusted while the file's stat still says the same."""
     located = _cache_file(directory)
     if located is None:
         return {}
@@ -102,7 +102,7 @@ def load(directory: str) -> dict[str, list]:
 
 def save(directory: str, scan_started_ns: int, entries: dict[str, list]) -> None:
     """Replace the directory's cache with ``entries`` (filename -> [size, mtime_ns,
-    ctime_ns, inode, checksum, directives]); silently nothing if it cannot be written."""
+    ctime_ns, inode, checksum, directives or None]); silently nothing if it cannot be written."""
     located = _cache_file(directory)
     if located is None:
         return

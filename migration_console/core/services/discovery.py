@@ -130,7 +130,6 @@ class _ParsedFile:
 
 _cache: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
 _NO_DIRECTIVES = FileDirectives()
-_NO_DIRECTIVES_STORED = list(astuple(_NO_DIRECTIVES))  # as the checksum cache keeps them
 _exclusive_cache: dict[str, list] = {}
 
 
@@ -200,10 +199,9 @@ def _read(
         return cached[1], False
     known = persisted.get(filename) if persisted else None
     if known is not None and (known[0], known[1], known[2], known[3]) == signature:
-        directives = _NO_DIRECTIVES if known[5] == _NO_DIRECTIVES_STORED else None
-        parsed = _ParsedFile(
-            sql=None, checksum=known[4], directives=directives or FileDirectives(*known[5])
-        )
+        stored = known[5]
+        directives = _NO_DIRECTIVES if stored is None else FileDirectives(*stored)
+        parsed = _ParsedFile(sql=None, checksum=known[4], directives=directives)
         _cache[path] = (signature, parsed)
         return parsed, False
     try:
@@ -367,7 +365,9 @@ def _discover_entries(
                 checksum=parsed.checksum,
                 no_transaction=parsed.directives.no_transaction,
                 directives=parsed.directives,
-                down_path=None if f"down {version}" in ambiguous else downs.get(version),
+                down_path=downs.get(version)
+                if not ambiguous or f"down {version}" not in ambiguous
+                else None,
             )
         )
     if large and read_any:
@@ -389,6 +389,6 @@ def _cache_entries(ups: dict, files: list[MigrationFile]) -> dict[str, list]:
             stat.st_ctime_ns,
             stat.st_ino,
             migration.checksum,
-            list(astuple(migration.directives)),
+            None if migration.directives == _NO_DIRECTIVES else list(astuple(migration.directives)),
         ]
     return entries

@@ -6,6 +6,7 @@ refused run, 3 lock not acquired in time.
 """
 
 import sys
+from functools import cached_property
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
@@ -254,27 +255,32 @@ class Command(BaseCommand):
         self.say(RULE)
 
     def status_line(self, item) -> str:
-        mark = STATE_MARKS[item.status]
-        styled = {
-            "completed": self.style.SUCCESS,
-            "pending": self.style.WARNING,
-            "failed": self.style.ERROR,
-            "drifted": self.style.ERROR,
-            "missing": self.style.ERROR,
-            "out_of_order": self.style.WARNING,
-        }[item.status](f"[{mark:^12}]")
+        styled = self.styled_marks[item.status]
         label = f"{item.version}_{item.name}"
         line = f" {styled} {label}"
-        if item.applied_at:
+        row = item.row
+        if row is not None:
             line = (
-                f" {styled} {label:<36} {item.applied_at:%Y-%m-%d %H:%M:%S} "
-                f"{format_duration(item.duration_ns):>8}  {item.applied_by}"
+                f" {styled} {label:<36} {row.applied_at:%Y-%m-%d %H:%M:%S} "
+                f"{format_duration(row.duration_ns):>8}  {row.applied_by}"
             )
         if item.status == "drifted":
             line += f"\n{'':16}recorded {item.checksum[:12]}, file now {item.file_checksum[:12]}"
         if item.error:
             line += f"\n{'':16}{item.error.splitlines()[0]}"
         return line
+
+    @cached_property  # 10,000 status lines share these
+    def styled_marks(self) -> dict[str, str]:
+        style = {
+            "completed": self.style.SUCCESS,
+            "pending": self.style.WARNING,
+            "failed": self.style.ERROR,
+            "drifted": self.style.ERROR,
+            "missing": self.style.ERROR,
+            "out_of_order": self.style.WARNING,
+        }
+        return {status: paint(f"[{STATE_MARKS[status]:^12}]") for status, paint in style.items()}
 
     def say_problems(self, status, consequence: str) -> None:
         """The file set's problems, after the rows that could be read despite them."""
