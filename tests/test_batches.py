@@ -186,3 +186,32 @@ def test_a_lock_timeout_in_the_middle_of_a_batch_is_retried_and_shown_for_its_fi
         target.scalar("SELECT count(*) FROM information_schema.columns WHERE table_name = 'hot'")
         == 2
     )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "CREATE TABLE t{i} (id int);\n\nSELEC 1;\n",  # a syntax error on line 3
+        "CREATE TABLE t{i} (id int);\n\n/* never closed\n",  # swallows what follows
+        "CREATE TABLE t{i} (id int);\n\nSELECT $$never closed;\n",
+    ],
+)
+def test_a_syntax_error_in_a_batch_names_its_own_file_and_applies_the_ones_before(target, broken):
+    # PostgreSQL parses a whole query string before running any of it: a syntax error
+    # in one file of a batch stops the files before it from running too.
+    write_numbered(
+        target,
+        COUNT,
+        body=lambda i: broken.format(i=i) if i == IN_BATCH else f"CREATE TABLE t{i} (id int);\n",
+    )
+    code, out = migrate_sql("run", "--yes")
+    assert code == 1
+    tracking = target.tracking()
+    assert [v for v, row in sorted(tracking.items()) if row[0] == "completed"] == [
+        f"{i:03d}" for i in range(1, IN_BATCH)
+    ], out
+    failed = tracking[f"{IN_BATCH:03d}"]
+    assert failed[0] == "failed"
+    assert f"line 3 of {IN_BATCH:03d}_t{IN_BATCH}.sql" in failed[2], failed[2]
+    assert f"{IN_BATCH:03d}_t{IN_BATCH}.sql ... FAILED" in out
+    assert not target.table_exists(f"t{IN_BATCH}")

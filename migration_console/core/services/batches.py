@@ -43,8 +43,11 @@ class BatchSizer:
 
     def __init__(self) -> None:
         self.size = 1
+        self.alone_through = -1  # plan index: files up to it go one at a time
 
     def next_batch(self, plan: list[MigrationFile], index: int) -> list[MigrationFile]:
+        if index <= self.alone_through:
+            return plan[index : index + 1]
         batch: list[MigrationFile] = []
         total = 0
         for migration in plan[index : index + self.size]:
@@ -71,6 +74,9 @@ class BatchOutcome:
     started_at: datetime | None = None
     # Whether the observer was already told that stopped_at started (a lock wait).
     announced: bool = False
+    # The server refused the whole query string before running any of it (a syntax
+    # error, in the file at this index): nothing ran, the files go one at a time.
+    refused_at: int | None = None
 
 
 class _Progress:
@@ -184,6 +190,12 @@ def batch_apply(
         progress.batch_returned()
         durations = _recorded(conn, target, versions)
         cause = stopped.cause
+        erring = None if isinstance(cause, SessionLost) else stopped.file_at_error()
+        if erring is not None and erring > 0 and not durations:
+            # PostgreSQL parses a whole query string before it runs any statement of
+            # it: an error that points past the first file, with no file committed,
+            # is a syntax error that stopped the batch before anything ran.
+            return BatchOutcome(started_at=started_at, refused_at=erring)
         if durations is None:  # the target is unreachable: nothing can be told
             durations = {}
             cause = SessionLost(

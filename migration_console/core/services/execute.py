@@ -7,6 +7,8 @@ own error (``ScriptFailed``, with its line), the session lost under it
 it), or the tracking row recorded meanwhile by another runner (``RecordedMeanwhile``).
 """
 
+import bisect
+
 from migration_console.core.services.discovery import MigrationFile
 from migration_console.core.services.sqlsplit import statement_spans
 from migration_console.core.services.tracking import is_duplicate_record
@@ -139,6 +141,15 @@ class BatchStopped(Exception):
         super().__init__(str(cause))
         self.cause = cause
         self.offsets = offsets  # where each file's text starts in the query string
+
+    def file_at_error(self) -> int | None:
+        """The index of the file whose text the error's position points into, if
+        the error has one."""
+        diag = getattr(self.cause, "diag", None)
+        position = getattr(diag, "statement_position", None) if diag else None
+        if not position:
+            return None
+        return max(bisect.bisect_right(self.offsets, int(position) - 1) - 1, 0)
 
 
 def execute_batch(conn, scripts: list[MigrationFile], trailers: list[str]) -> None:

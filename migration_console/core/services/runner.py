@@ -326,6 +326,10 @@ def apply_plan(
                 watch=watch,
                 observer=observer,
             )
+            if carried.refused_at is not None:
+                sizer.alone_through = index + carried.refused_at
+                sizer.size = 1
+                continue
             steps.extend(carried.completed)
             index += len(carried.completed)
             if carried.failure is None:
