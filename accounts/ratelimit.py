@@ -8,10 +8,10 @@ attempt's audit row (SPEC: Audit).
 """
 
 import logging
+import sys
 
 from django_ratelimit import ALL
 from django_ratelimit.core import is_ratelimited
-from redis.exceptions import RedisError
 
 logger = logging.getLogger("accounts.ratelimit")
 
@@ -32,7 +32,19 @@ def over_limit(request, *, group: str, key, rate: str, method=ALL) -> bool:
         return is_ratelimited(
             request, group=group, key=key, rate=rate, method=method, increment=True
         )
-    except (RedisError, OSError) as exc:
+    except Exception as exc:
+        if not _cache_down(exc):
+            raise
         # The cause names the cache's host, never its password: safe for the log.
         logger.error("%s (%s); refusing %s %s", UNAVAILABLE, exc, request.method, request.path)
         raise RateLimiterUnavailable(exc) from exc
+
+
+def _cache_down(exc: Exception) -> bool:
+    """The cache's own failure: a socket error, or redis-py's (loaded by the Redis
+    cache backend when it is used; importing it here would cost every process that
+    loads the URLconf ~30 ms of redis.asyncio)."""
+    if isinstance(exc, OSError):
+        return True
+    redis_exceptions = sys.modules.get("redis.exceptions")
+    return redis_exceptions is not None and isinstance(exc, redis_exceptions.RedisError)
