@@ -8,7 +8,7 @@ Only transactional files are batched, and only under the advisory lock.
 Each file stays its own transaction with its tracking row, so exactly-once does
 not depend on the batching: after a batch stops, the tracking table (which nobody
 else writes while the lock is held) tells which files committed, and the file
-that stopped it continues through the one-file path (``runner._apply_one``) with
+that stopped it continues through the one-file path (``file_runner.apply_file``) with
 the error it met: the same lock-timeout retries, cancel, failure record and
 lost-session check as a file sent alone.
 """
@@ -146,6 +146,23 @@ def _leading(batch: list[MigrationFile], durations: dict[str, int]) -> int:
     return count
 
 
+def completed_record(
+    conn, target: Target, migration: MigrationFile, applied_by: str, *, retry: bool, in_batch=False
+) -> str:
+    """The tracking insert that travels with ``migration`` (``retry``: it replaces the
+    failed row of an earlier attempt)."""
+    return completed_row_sql(
+        conn,
+        target.schema,
+        version=migration.version,
+        name=migration.name,
+        checksum=migration.checksum,
+        applied_by=applied_by,
+        replaces_failure=retry,
+        in_batch=in_batch,
+    )
+
+
 def batch_apply(
     conn,
     target: Target,
@@ -160,17 +177,8 @@ def batch_apply(
     if it stopped, the file it stopped at with its failure."""
     versions = [migration.version for migration in batch]
     trailers = [
-        completed_row_sql(
-            conn,
-            target.schema,
-            version=migration.version,
-            name=migration.name,
-            checksum=migration.checksum,
-            applied_by=applied_by,
-            replaces_failure=migration.version in retried,
-            in_batch=True,
-        )
-        for migration in batch
+        completed_record(conn, target, m, applied_by, retry=m.version in retried, in_batch=True)
+        for m in batch
     ]
     progress = _Progress(batch, observer)
 

@@ -201,7 +201,8 @@ def run_error(run: Run) -> errors.MigrationConsoleError | None:
 def run_outcome(run: Run) -> "RunOutcome":
     """The outcome of a settled run, rebuilt from its Run row (its steps from every
     attempt), for the same answers the channels give when they ran it themselves."""
-    from migration_console.core.services.runner import RunOutcome, StepResult
+    from migration_console.core.services.runner import RunOutcome
+    from migration_console.core.services.steps import StepResult
 
     steps = [
         StepResult(

@@ -37,17 +37,18 @@ from migration_console.core.services.errors import (
     MigrationSetError,
     RunRefused,
 )
+from migration_console.core.services.execute import (
+    ScriptFailed,
+    SessionLost,
+    execute_in_transaction,
+    execute_statements,
+)
 from migration_console.core.services.runner import (
     FAILED_OUTCOME,
     SUCCESS,
     UP_TO_DATE,
     RunObserver,
     RunOutcome,
-    ScriptFailed,
-    SessionLost,
-    StepResult,
-    execute_in_transaction,
-    execute_statements,
     target_session,
 )
 from migration_console.core.services.status import (
@@ -58,6 +59,7 @@ from migration_console.core.services.status import (
     TargetStatus,
     build_status,
 )
+from migration_console.core.services.steps import StepResult
 from migration_console.core.services.targets import Target, target_connect
 from migration_console.core.services.tracking import (
     table_identifier,

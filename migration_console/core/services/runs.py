@@ -37,10 +37,10 @@ from migration_console.core.services.runner import (
     RunObserver,
     RunOptions,
     RunOutcome,
-    StepResult,
     current_run_id,
     migrations_apply,
 )
+from migration_console.core.services.steps import StepResult
 from migration_console.core.services.targets import Target, target_get
 
 logger = logging.getLogger("migration_console.runs")

@@ -2,6 +2,11 @@
 
 from dataclasses import dataclass
 
+CANCELLED = "cancelled"
+# A step the run could not start because it lost its session after the previous
+# file committed; it changed nothing.
+NOT_STARTED = "not_started"
+
 
 @dataclass
 class StepResult:
