@@ -296,7 +296,8 @@ def start_worker(transactional_db, settings, tmp_path):
             **os.environ,
             "DATABASE_URL": f"postgres://{console['USER']}@{host}:{console['PORT']}/"
             f"{console['NAME']}",
-            "MIGRATION_LOCK_WAIT": "10",
+            # A test that shortens the lock wait (settings) gets it in its workers too.
+            "MIGRATION_LOCK_WAIT": str(min(settings.MIGRATION_LOCK_WAIT, 10)),
             **WORKER_TEST_ENV,
             "PYTHONUNBUFFERED": "1",
             **env,

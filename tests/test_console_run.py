@@ -184,11 +184,13 @@ def test_the_runner_refuses_a_plan_that_changed_after_the_confirmation(target):
     assert not target.table_exists("first_table")
 
 
-@pytest.mark.usefixtures("console_env")
-def test_a_run_that_cannot_get_the_lock_ends_locked_naming_the_holder(
-    target, admin_client_, monkeypatch
-):
-    monkeypatch.setenv("MIGRATION_LOCK_WAIT", "0.5")
+@pytest.fixture
+def short_lock_wait(settings):
+    settings.MIGRATION_LOCK_WAIT = 0.5
+
+
+@pytest.mark.usefixtures("short_lock_wait", "console_env")
+def test_a_run_that_cannot_get_the_lock_ends_locked_naming_the_holder(target, admin_client_):
     target.write("001_first.sql", "CREATE TABLE first_table (id int);\n")
     db_main = target_get("db_main")
     with target_connect(db_main, application_name="long runner") as holder:

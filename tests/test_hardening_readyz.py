@@ -5,6 +5,7 @@ The broken target is a loopback socket that counts the connections it accepts an
 closes each at once: every probe of it is exactly one accept.
 """
 
+import contextlib
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,9 @@ class CountingListener:
             conn.close()
 
     def close(self):
+        # close() alone leaves the thread blocked in accept(); shutdown() wakes it.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._thread.join(5)
 
