@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from django.db import close_old_connections, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from migration_console.core.models import AuditEvent, Run
@@ -161,35 +161,38 @@ def fleet_run(
     parent.save(update_fields=["state", "started_at"])
     outcome = FleetOutcome(parent)
     lock = threading.Lock()
+    # Each pool thread keeps its console connection from member to member (a new one
+    # per member cost a PostgreSQL backend each); they are closed once the pool is done.
+    console_connections: list = []
 
     def run_member(member) -> tuple[str, str, str]:
         close_old_connections()
+        console = connections[DEFAULT_DB_ALIAS]
+        with lock:
+            if not any(known is console for known in console_connections):
+                console.inc_thread_sharing()  # closed from the calling thread below
+                console_connections.append(console)
+        run = run_create(target_name=member.name, caller=caller, action="run")
+        run.parent = parent
+        run.save(update_fields=["parent"])
         try:
-            run = run_create(target_name=member.name, caller=caller, action="run")
-            run.parent = parent
-            run.save(update_fields=["parent"])
-            try:
-                result = run_execute(
-                    target_name=member.name, caller=caller, options=options, run=run
-                )
-                state = {
-                    "success": Run.State.SUCCESS,
-                    "up_to_date": Run.State.UP_TO_DATE,
-                    "cancelled": Run.State.CANCELLED,
-                }.get(result.status, Run.State.FAILED)
-                failure = result.failure
-                message = (
-                    f"{failure.version}_{failure.name}: {failure.error}"
-                    if failure
-                    else f"{len(result.applied)} applied"
-                )
-            except LockNotAcquired as exc:
-                state, message = Run.State.LOCKED, exc.message
-            except MigrationConsoleError as exc:
-                state, message = Run.State.ERROR, exc.message
-            return member.name, state, message
-        finally:
-            connections.close_all()
+            result = run_execute(target_name=member.name, caller=caller, options=options, run=run)
+            state = {
+                "success": Run.State.SUCCESS,
+                "up_to_date": Run.State.UP_TO_DATE,
+                "cancelled": Run.State.CANCELLED,
+            }.get(result.status, Run.State.FAILED)
+            failure = result.failure
+            message = (
+                f"{failure.version}_{failure.name}: {failure.error}"
+                if failure
+                else f"{len(result.applied)} applied"
+            )
+        except LockNotAcquired as exc:
+            state, message = Run.State.LOCKED, exc.message
+        except MigrationConsoleError as exc:
+            state, message = Run.State.ERROR, exc.message
+        return member.name, state, message
 
     queue = list(members)
     running: dict = {}
@@ -222,6 +225,9 @@ def fleet_run(
                 with lock:
                     outcome.results[name] = state
                 on_member_done(name, state, message)
+    for console in console_connections:
+        console.close()
+        console.dec_thread_sharing()
     outcome.skipped = [member.name for member in queue]
     group_parent_finish(parent, outcome, caller)
     return outcome
