@@ -234,7 +234,8 @@ def test_the_api_answers_400_and_audits_without_confirm_or_a_good_version(five, 
 
 def test_the_api_answers_400_for_a_version_it_does_not_know(five, api_post):
     response = api_post({"confirm": True, "to": "042"})
-    assert response.status_code == 400
+    # Seen once as 409 under a concurrent benchmark, not reproduced: say why if again.
+    assert response.status_code == 400, response.content
     assert "042" in response.json()["message"]
     assert AuditEvent.objects.get(action="rollback").outcome == "refused"
 
