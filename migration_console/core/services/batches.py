@@ -67,12 +67,11 @@ class BatchSizer:
 @dataclass
 class BatchOutcome:
     completed: list[StepResult] = field(default_factory=list)
-    # The file the batch stopped at, and what it met there (ScriptFailed,
-    # RecordedMeanwhile or SessionLost): it goes on through the one-file path.
-    stopped_at: MigrationFile | None = None
+    # What the file after ``completed`` met (ScriptFailed, RecordedMeanwhile or
+    # SessionLost): that file goes on through the one-file path.
     failure: Exception | None = None
     started_at: datetime | None = None
-    # Whether the observer was already told that stopped_at started (a lock wait).
+    # Whether the observer was already told that file started (a lock wait).
     announced: bool = False
     # The server refused the whole query string before running any of it (a syntax
     # error, in the file at this index): nothing ran, the files go one at a time.
@@ -221,7 +220,6 @@ def batch_apply(
         )
         return BatchOutcome(
             steps,
-            stopped_at=batch[upto],
             failure=failure,
             started_at=started_at,
             announced=progress.announced == batch[upto].version,
