@@ -59,6 +59,11 @@ class BatchSizer:
             batch.append(migration)
         return batch or plan[index : index + 1]
 
+    def one_at_a_time_through(self, index: int) -> None:
+        """Files up to plan ``index`` go alone (a batch holding it was refused)."""
+        self.alone_through = index
+        self.size = 1
+
     def finished(self, files: int, elapsed_ns: int) -> None:
         quick = files > 0 and elapsed_ns < QUICK_NS * files
         self.size = min(self.size * 2, MAX_FILES) if quick else 1

@@ -234,8 +234,7 @@ def apply_plan(
                 observer=observer,
             )
             if carried.refused_at is not None:
-                sizer.alone_through = index + carried.refused_at
-                sizer.size = 1
+                sizer.one_at_a_time_through(index + carried.refused_at)
                 continue
             steps.extend(carried.completed)
             index += len(carried.completed)
